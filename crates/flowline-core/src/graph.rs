@@ -93,10 +93,20 @@ impl FlowGraph {
                     format!("1 to {MAX_ID_LEN} letters, digits, `_` or `-`"),
                 );
             } else if !ids.insert(node.id.as_str()) {
-                errors.push(format!("nodes[{i}].id"), format!("duplicate node id `{}`", node.id));
+                errors.push(
+                    format!("nodes[{i}].id"),
+                    format!("duplicate node id `{}`", node.id),
+                );
             }
-            if node.label.as_ref().is_some_and(|l| l.chars().count() > MAX_LABEL_LEN) {
-                errors.push(format!("nodes[{i}].label"), format!("at most {MAX_LABEL_LEN} characters"));
+            if node
+                .label
+                .as_ref()
+                .is_some_and(|l| l.chars().count() > MAX_LABEL_LEN)
+            {
+                errors.push(
+                    format!("nodes[{i}].label"),
+                    format!("at most {MAX_LABEL_LEN} characters"),
+                );
             }
             if !node.position.x.is_finite() || !node.position.y.is_finite() {
                 errors.push(format!("nodes[{i}].position"), "must be finite numbers");
@@ -107,7 +117,10 @@ impl FlowGraph {
         for (i, edge) in self.edges.iter().enumerate() {
             for (name, end) in [("source", &edge.source), ("target", &edge.target)] {
                 if !ids.contains(end.as_str()) {
-                    errors.push(format!("edges[{i}].{name}"), format!("no node `{end}` in this graph"));
+                    errors.push(
+                        format!("edges[{i}].{name}"),
+                        format!("no node `{end}` in this graph"),
+                    );
                 }
             }
             match &edge.condition {
@@ -145,7 +158,9 @@ impl FlowGraph {
 fn is_node_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_ID_LEN
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]
@@ -177,7 +192,16 @@ mod tests {
             "nodes": [{"id": "a", "position": {"x": 0, "y": 0}}, {"id": "a", "position": {"x": 0, "y": 0}}, {"id": "bad id", "position": {"x": 0, "y": 0}}],
             "edges": [{"source": "a", "target": "zz"}, {"source": "a", "target": "a"}]
         }));
-        let fields: Vec<_> = g.validate().unwrap_err().0.into_iter().map(|e| e.field).collect();
-        assert_eq!(fields, ["nodes[1].id", "nodes[2].id", "edges[0].target", "edges[1]"]);
+        let fields: Vec<_> = g
+            .validate()
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            ["nodes[1].id", "nodes[2].id", "edges[0].target", "edges[1]"]
+        );
     }
 }

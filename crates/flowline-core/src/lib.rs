@@ -6,11 +6,11 @@
 //! on any storage, engine or HTTP crate.
 
 pub mod action;
-pub mod string_enum;
 pub mod graph;
 pub mod id;
 pub mod retry;
 pub mod role;
 pub mod status;
+pub mod string_enum;
 pub mod token;
 pub mod validation;

@@ -36,10 +36,16 @@ impl RetryPolicy {
     /// Checks the ranges. Field paths are relative to the policy.
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errors = ValidationErrors::default();
-        if self.max_attempts.is_some_and(|n| !(1..=MAX_ATTEMPTS).contains(&n)) {
+        if self
+            .max_attempts
+            .is_some_and(|n| !(1..=MAX_ATTEMPTS).contains(&n))
+        {
             errors.push("maxAttempts", format!("must be 1 to {MAX_ATTEMPTS}"));
         }
-        if self.initial_delay_ms.is_some_and(|d| d > MAX_RETRY_DELAY_MS) {
+        if self
+            .initial_delay_ms
+            .is_some_and(|d| d > MAX_RETRY_DELAY_MS)
+        {
             errors.push("initialDelayMs", format!("at most {MAX_RETRY_DELAY_MS}"));
         }
         if self.max_delay_ms.is_some_and(|d| d > MAX_RETRY_DELAY_MS) {

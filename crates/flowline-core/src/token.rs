@@ -74,7 +74,13 @@ mod tests {
 
     #[test]
     fn malformed_tokens_do_not_parse() {
-        for bad in ["", "flw_", "flw_short", "abc_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "flw_!!!"] {
+        for bad in [
+            "",
+            "flw_",
+            "flw_short",
+            "abc_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "flw_!!!",
+        ] {
             assert!(ClearToken::parse(bad).is_none(), "{bad:?} parsed");
         }
     }

@@ -1,1 +1,213 @@
-//! placeholder
+//! Flowline's storage seam.
+//!
+//! [`Store`] is the one interface the engine, the API and the binary use to reach the database;
+//! `flowline-store-sqlite` and `flowline-store-postgres` implement it, and
+//! `flowline-store-tests` holds the conformance suite both must pass. This crate owns the records
+//! and parameters that cross the seam and [`StoreError`]. It knows no SQL and no HTTP.
+//!
+//! Every tenant operation takes the workspace it acts in; every change takes the [`Actor`] who
+//! makes it and writes its audit entry in the same transaction as the change.
+
+pub mod audit;
+pub mod error;
+pub mod flow;
+pub mod page;
+pub mod tenancy;
+
+use async_trait::async_trait;
+use flowline_core::id::{ActionId, FlowId, MemberId, TokenId, WorkspaceId};
+use flowline_core::token::TokenHash;
+
+use audit::{AuditEntry, AuditFilter};
+pub use error::StoreError;
+use flow::{
+    ActionUpdate, Flow, FlowAction, FlowFilter, FlowUpdate, NewAction, NewFlow, StepSummary,
+};
+use page::{Page, PageRequest};
+use tenancy::{
+    Actor, CreatedWorkspace, Member, MemberUpdate, NewMember, NewToken, NewWorkspace, Principal,
+    TokenRecord, Workspace,
+};
+
+/// What every storage operation returns.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Flowline's storage. Implementations must behave identically; `flowline-store-tests` checks it.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Answers when the database does.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// On a database where no workspace was ever created, creates the first one with an owner
+    /// and a token; afterwards `None`. Safe against concurrent callers.
+    async fn bootstrap(&self, params: NewWorkspace) -> StoreResult<Option<CreatedWorkspace>>;
+
+    /// Creates a workspace with its first owner and that owner's token.
+    async fn create_workspace(&self, params: NewWorkspace) -> StoreResult<CreatedWorkspace>;
+
+    /// A workspace.
+    async fn get_workspace(&self, workspace: WorkspaceId) -> StoreResult<Workspace>;
+
+    /// Finds the live token with this hash and whom it speaks for; `None` for unknown or revoked
+    /// tokens. Records the use.
+    async fn authenticate(&self, hash: &TokenHash) -> StoreResult<Option<Principal>>;
+
+    /// The members of a workspace, newest first.
+    async fn list_members(
+        &self,
+        workspace: WorkspaceId,
+        page: PageRequest,
+    ) -> StoreResult<Page<Member>>;
+
+    /// One member.
+    async fn get_member(&self, workspace: WorkspaceId, id: MemberId) -> StoreResult<Member>;
+
+    /// Adds a member.
+    async fn create_member(
+        &self,
+        workspace: WorkspaceId,
+        actor: &Actor,
+        params: NewMember,
+    ) -> StoreResult<Member>;
+
+    /// Changes a member; refuses (conflict) to leave the workspace without an owner.
+    async fn update_member(
+        &self,
+        workspace: WorkspaceId,
+        actor: &Actor,
+        id: MemberId,
+        update: MemberUpdate,
+    ) -> StoreResult<Member>;
+
+    /// Removes a member and revokes its tokens; refuses (conflict) to remove the last owner.
+    async fn delete_member(
+        &self,
+        workspace: WorkspaceId,
+        actor: &Actor,
+        id: MemberId,
+    ) -> StoreResult<()>;
+
+    /// Creates a token for an existing member.
+    async fn create_token(
+        &self,
+        workspace: WorkspaceId,
+        actor: &Actor,
+        params: NewToken,
+    ) -> StoreResult<TokenRecord>;
+
+    /// The tokens of a workspace (never their hashes), newest first.
+    async fn list_tokens(
+        &self,
+        workspace: WorkspaceId,
+        page: PageRequest,
+    ) -> StoreResult<Page<TokenRecord>>;
+
+    /// One token.
+    async fn get_token(&self, workspace: WorkspaceId, id: TokenId) -> StoreResult<TokenRecord>;
+
+    /// Revokes a token; revoking a revoked token changes nothing.
+    async fn revoke_token(
+        &self,
+        workspace: WorkspaceId,
+        actor: &Actor,
+        id: TokenId,
+    ) -> StoreResult<TokenRecord>;
+
+    /// The flows of a workspace, newest first.
+    async fn list_flows(
+        &self,
+        workspace: WorkspaceId,
+        filter: FlowFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Flow>>;
+
+    /// One flow.
+    async fn get_flow(&self, workspace: WorkspaceId, id: FlowId) -> StoreResult<Flow>;
+
+    /// Creates a draft flow.
+    async fn create_flow(
+        &self,
+        workspace: WorkspaceId,
+        actor: &Actor,
+        params: NewFlow,
+    ) -> StoreResult<Flow>;
+
+    /// Changes a flow. A graph that drops a node still holding actions is a conflict.
+    async fn update_flow(
+        &self,
+        workspace: WorkspaceId,
+        actor: &Actor,
+        id: FlowId,
+        update: FlowUpdate,
+    ) -> StoreResult<Flow>;
+
+    /// Deletes a flow and its actions; a flow that has runs is a conflict (archive it instead).
+    async fn delete_flow(
+        &self,
+        workspace: WorkspaceId,
+        actor: &Actor,
+        id: FlowId,
+    ) -> StoreResult<()>;
+
+    /// The actions of a flow, by node and position.
+    async fn list_actions(
+        &self,
+        workspace: WorkspaceId,
+        flow: FlowId,
+    ) -> StoreResult<Vec<FlowAction>>;
+
+    /// One action.
+    async fn get_action(&self, workspace: WorkspaceId, id: ActionId) -> StoreResult<FlowAction>;
+
+    /// Adds an action to a node of a flow (the node must exist in the flow's graph), shifting
+    /// the node's later actions down when a position is given.
+    async fn create_action(
+        &self,
+        workspace: WorkspaceId,
+        actor: &Actor,
+        params: NewAction,
+    ) -> StoreResult<FlowAction>;
+
+    /// Changes an action of a flow.
+    async fn update_action(
+        &self,
+        workspace: WorkspaceId,
+        actor: &Actor,
+        flow: FlowId,
+        id: ActionId,
+        update: ActionUpdate,
+    ) -> StoreResult<FlowAction>;
+
+    /// Deletes an action of a flow.
+    async fn delete_action(
+        &self,
+        workspace: WorkspaceId,
+        actor: &Actor,
+        flow: FlowId,
+        id: ActionId,
+    ) -> StoreResult<()>;
+
+    /// The step executions of one action, newest first.
+    async fn list_action_executions(
+        &self,
+        workspace: WorkspaceId,
+        action: ActionId,
+        page: PageRequest,
+    ) -> StoreResult<Page<StepSummary>>;
+
+    /// Appends an audit entry on its own (for changes made outside a store operation).
+    async fn record_audit(
+        &self,
+        workspace: WorkspaceId,
+        actor: &Actor,
+        entry: audit::NewAuditEntry,
+    ) -> StoreResult<()>;
+
+    /// The audit log, newest first.
+    async fn list_audit(
+        &self,
+        workspace: WorkspaceId,
+        filter: AuditFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<AuditEntry>>;
+}

@@ -30,8 +30,7 @@ use integration::{
 /// `#rrggbb`, or a template.
 pub(crate) const COLOR_OR_TEMPLATE: &str = r"^(#[0-9a-fA-F]{6}|.*\{\{.*\}\}.*)$";
 /// A UUID, or a template.
-pub(crate) const UUID_OR_TEMPLATE: &str =
-    r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|.*\{\{.*\}\}.*)$";
+pub(crate) const UUID_OR_TEMPLATE: &str = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|.*\{\{.*\}\}.*)$";
 /// A variable name.
 pub(crate) const IDENTIFIER: &str = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$";
 
@@ -228,7 +227,9 @@ impl ActionConfig {
         let mut errors = ValidationErrors::default();
         match self {
             ActionConfig::AssignAgent(c) => match (&c.agent_id, &c.strategy) {
-                (Some(_), Some(_)) => errors.push("strategy", "give either agentId or strategy, not both"),
+                (Some(_), Some(_)) => {
+                    errors.push("strategy", "give either agentId or strategy, not both")
+                }
                 (None, None) => errors.push("agentId", "give an agentId or a strategy"),
                 _ => {}
             },
@@ -257,7 +258,11 @@ impl ActionConfig {
                 if c.provider != EmailProvider::Smtp && c.smtp.is_some() {
                     errors.push("smtp", "only applies to provider smtp");
                 }
-                for (field, value) in [("from", Some(&c.from)), ("to", c.to.as_ref()), ("subject", c.subject.as_ref())] {
+                for (field, value) in [
+                    ("from", Some(&c.from)),
+                    ("to", c.to.as_ref()),
+                    ("subject", c.subject.as_ref()),
+                ] {
                     if value.is_some_and(|v| v.contains(['\r', '\n'])) {
                         errors.push(field, "must not contain line breaks");
                     }
@@ -301,7 +306,11 @@ fn parse<T: DeserializeOwned>(config: &Value) -> Result<T, ValidationErrors> {
 }
 
 fn join_path(base: &str, name: &str) -> String {
-    if base.is_empty() { name.to_owned() } else { format!("{base}.{name}") }
+    if base.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{base}.{name}")
+    }
 }
 
 /// `/smtp/port` → `smtp.port`, `/headers/0` → `headers[0]`.
@@ -367,7 +376,10 @@ mod tests {
         for t in ActionType::ALL {
             let schema = t.config_schema();
             assert_eq!(schema["type"], "object", "{t}");
-            assert!(!schema.to_string().contains("#/$defs"), "{t} schema has refs");
+            assert!(
+                !schema.to_string().contains("#/$defs"),
+                "{t} schema has refs"
+            );
         }
         assert_eq!(ActionType::ALL.len(), 11);
     }
@@ -417,7 +429,9 @@ mod tests {
 
     #[test]
     fn cross_field_rules_are_enforced() {
-        let errors = ActionType::AssignAgent.parse_config(&json!({})).unwrap_err();
+        let errors = ActionType::AssignAgent
+            .parse_config(&json!({}))
+            .unwrap_err();
         assert_eq!(errors.0[0].field, "agentId");
         ActionType::AssignAgent
             .parse_config(&json!({"strategy": "round_robin", "priority": "urgent"}))
@@ -436,6 +450,9 @@ mod tests {
     fn json_pointers_become_readable_paths() {
         assert_eq!(pointer_to_path(""), "");
         assert_eq!(pointer_to_path("/smtp/port"), "smtp.port");
-        assert_eq!(pointer_to_path("/responseMapping/0/path"), "responseMapping[0].path");
+        assert_eq!(
+            pointer_to_path("/responseMapping/0/path"),
+            "responseMapping[0].path"
+        );
     }
 }
