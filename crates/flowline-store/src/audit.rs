@@ -5,7 +5,7 @@ use flowline_core::id::{AuditId, MemberId, TokenId, WorkspaceId};
 use serde::Serialize;
 
 /// One recorded change.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEntry {
     /// Its id.

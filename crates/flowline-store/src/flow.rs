@@ -9,7 +9,7 @@ use flowline_core::status::{ErrorCategory, FlowStatus, StepStatus};
 use serde::Serialize;
 
 /// A flow: its editable draft graph and where it stands.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Flow {
     /// Its id.
@@ -64,7 +64,7 @@ pub struct FlowUpdate {
 }
 
 /// An action of a flow: one typed, validated step a node runs.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FlowAction {
     /// Its id.
@@ -140,7 +140,7 @@ pub struct ActionUpdate {
 }
 
 /// One step execution of an action, as its history lists it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StepSummary {
     /// The step's id (also its idempotency key).

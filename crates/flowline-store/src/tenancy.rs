@@ -7,7 +7,7 @@ use flowline_core::token::TokenHash;
 use serde::Serialize;
 
 /// A tenant.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Workspace {
     /// Its id.
@@ -19,7 +19,7 @@ pub struct Workspace {
 }
 
 /// A person (or system) in a workspace, with a role.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Member {
     /// Its id.
@@ -39,7 +39,7 @@ pub struct Member {
 }
 
 /// A token's stored facts; never its hash or clear text.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenRecord {
     /// Its id.

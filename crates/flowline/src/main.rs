@@ -1,1 +1,126 @@
-fn main() {}
+//! The `flowline` binary: one process serving the API (and, as the engine grows, its workers
+//! and scheduler), plus the administrative commands. This is the only crate that picks a
+//! storage backend.
+
+mod admin;
+mod config;
+mod database;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use flowline_core::role::Role;
+
+/// Flowline: durable workflow actions for CRM flows.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// A TOML configuration file (default: ./flowline.toml when present).
+    #[arg(long, global = true, env = "FLOWLINE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serves the API and the web UI; on an empty database, creates a workspace and prints its
+    /// owner token once.
+    Serve {
+        /// The address to listen on (default 127.0.0.1:8080).
+        #[arg(long, env = "FLOWLINE_BIND")]
+        bind: Option<std::net::SocketAddr>,
+    },
+    /// Brings the database schema up to date and exits.
+    Migrate,
+    /// Workspace administration.
+    Workspace {
+        #[command(subcommand)]
+        command: WorkspaceCommand,
+    },
+    /// Token administration.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkspaceCommand {
+    /// Creates a workspace with an owner and prints the owner's token.
+    Create {
+        /// The workspace's name.
+        #[arg(long)]
+        name: String,
+        /// Print one JSON line: {"workspaceId": ..., "token": ...}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Creates a member with a role in a workspace and prints a token for it.
+    Create {
+        /// The workspace's id.
+        #[arg(long)]
+        workspace: String,
+        /// viewer, editor, admin or owner.
+        #[arg(long, default_value = "editor")]
+        role: Role,
+        /// The new member's and token's name (default: "<role> (cli)").
+        #[arg(long)]
+        name: Option<String>,
+        /// Print one JSON line: {"token": ...}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match config::Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("flowline: {error:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    config::init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("flowline: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { bind } => serve::run(config, bind).await,
+            Command::Migrate => admin::migrate(&config).await,
+            Command::Workspace {
+                command: WorkspaceCommand::Create { name, json },
+            } => admin::create_workspace(&config, &name, json).await,
+            Command::Token {
+                command:
+                    TokenCommand::Create {
+                        workspace,
+                        role,
+                        name,
+                        json,
+                    },
+            } => admin::create_token(&config, &workspace, role, name, json).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("flowline: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Configuration, read once: defaults, then `flowline.toml`, then `FLOWLINE_*` environment
+//! variables (and `DATABASE_URL`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Everything the binary is configured with.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where `serve` listens.
+    pub bind: SocketAddr,
+    /// Where the SQLite database (and other local state) lives when no `database_url` is set.
+    pub data_dir: PathBuf,
+    /// `postgres://…` to run on PostgreSQL; unset for the embedded SQLite file.
+    pub database_url: Option<String>,
+    /// SQLite durability: `full` (default) or `normal`.
+    pub sqlite_synchronous: SqliteSynchronous,
+    /// PostgreSQL pool size.
+    pub pg_pool_size: u32,
+    /// `text` or `json` log lines.
+    pub log_format: LogFormat,
+    /// A tracing filter (`info`, `flowline=debug,sqlx=warn`, ...).
+    pub log: String,
+    /// The name of the workspace `serve` creates on an empty database.
+    pub bootstrap_workspace_name: String,
+}
+
+/// SQLite's `synchronous` pragma.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    /// Every commit reaches the disk.
+    Full,
+    /// Faster; the last commits may be lost on power loss.
+    Normal,
+}
+
+/// How log lines look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("flowline-data"),
+            database_url: None,
+            sqlite_synchronous: SqliteSynchronous::Full,
+            pg_pool_size: 10,
+            log_format: LogFormat::Text,
+            log: "info,sqlx=warn".to_owned(),
+            bootstrap_workspace_name: "Default workspace".to_owned(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the configuration; `file` defaults to `./flowline.toml` when it exists.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => {
+                anyhow::ensure!(
+                    path.exists(),
+                    "the configuration file {} does not exist",
+                    path.display()
+                );
+                figment = figment.merge(Toml::file(path));
+            }
+            None => figment = figment.merge(Toml::file("flowline.toml")),
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("FLOWLINE_").ignore(&["CONFIG"]))
+            .merge(Env::raw().only(&["DATABASE_URL"]))
+            .extract()
+            .context("invalid configuration")?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.database_url {
+            anyhow::ensure!(
+                url.starts_with("postgres://") || url.starts_with("postgresql://"),
+                "DATABASE_URL must be a postgres:// URL (leave it unset for the embedded SQLite database)"
+            );
+        }
+        anyhow::ensure!(self.pg_pool_size >= 1, "pg_pool_size must be at least 1");
+        anyhow::ensure!(
+            !self.bootstrap_workspace_name.trim().is_empty(),
+            "bootstrap_workspace_name must not be empty"
+        );
+        Ok(())
+    }
+}
+
+/// Starts logging to stderr in the configured format.
+pub fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,77 @@
+//! `flowline serve`: open the database, create the first workspace on an empty one, serve
+//! until SIGTERM or Ctrl-C.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use flowline_api::AppState;
+use flowline_core::token::ClearToken;
+use flowline_store::tenancy::{Actor, NewWorkspace};
+
+use crate::config::Config;
+use crate::database;
+
+/// Runs the server.
+pub async fn run(config: Config, bind: Option<SocketAddr>) -> anyhow::Result<()> {
+    let store = database::open(&config).await?;
+    let token = ClearToken::generate();
+    let bootstrapped = store
+        .bootstrap(NewWorkspace {
+            name: config.bootstrap_workspace_name.clone(),
+            owner_name: "Owner".to_owned(),
+            token_name: "owner (bootstrap)".to_owned(),
+            token_hash: token.hash(),
+            actor: Actor::system("bootstrap"),
+        })
+        .await
+        .context("creating the first workspace")?;
+    if let Some(created) = bootstrapped {
+        println!(
+            "Created workspace \"{}\" ({}).",
+            created.workspace.name, created.workspace.id
+        );
+        println!("Owner token (shown once, store it now): {}", token.expose());
+    }
+    let bind = bind.unwrap_or(config.bind);
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("listening on {bind}"))?;
+    let address = listener.local_addr().context("reading the bound address")?;
+    println!(
+        "Flowline listening on http://{address} ({})",
+        database::describe(&config)
+    );
+    std::io::stdout().flush().ok();
+    tracing::info!(%address, "serving");
+    flowline_api::serve(listener, AppState { store }, shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
