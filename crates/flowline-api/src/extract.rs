@@ -65,36 +65,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             format!("JSON nests deeper than {MAX_JSON_DEPTH} levels"),
         ));
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize::<_, T>(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let field = if path == "." { String::new() } else { path };
-                ApiError::Validation(ValidationErrors::single(
-                    field,
-                    strip_position(&inner.to_string()),
-                ))
-            }
-            _ => ApiError::bad_request(
-                "malformed_json",
-                format!("the body is not valid JSON: {inner}"),
-            ),
-        }
-    })?;
-    deserializer.end().map_err(|e| {
+    // Syntax first, so a document that is not JSON is told apart from one of the wrong shape.
+    let document: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
     })?;
+    let value = serde_path_to_error::deserialize::<_, T>(document).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        ApiError::Validation(ValidationErrors::single(field, e.into_inner().to_string()))
+    })?;
     Ok(value)
-}
-
-/// serde_json appends " at line 1 column 42" to data errors; the field path says more.
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_owned(),
-        None => message.to_owned(),
-    }
 }
 
 impl<S, T> FromRequest<S> for ApiJson<T>

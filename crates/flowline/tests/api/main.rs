@@ -1,0 +1,12 @@
+//! API tests: the real router on a real port, on SQLite and on PostgreSQL.
+
+mod support;
+
+mod actions;
+mod audit;
+mod auth;
+mod bad_input;
+mod docs;
+mod flows;
+mod isolation;
+mod tokens_members;
