@@ -1,0 +1,303 @@
+//! The `flowline` binary as a user runs it: serve on the SQLite default and on PostgreSQL,
+//! the admin commands beside a running server, clean shutdown on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use flowline_store_postgres::scratch::ScratchDatabase;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flowline");
+
+fn pg_admin_url() -> String {
+    std::env::var("FLOWLINE_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A `flowline` command in `dir`, with no inherited Flowline settings.
+fn flowline(dir: &Path, database_url: Option<&str>) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("FLOWLINE_DATA_DIR")
+        .env_remove("FLOWLINE_BIND");
+    if let Some(url) = database_url {
+        command.env("DATABASE_URL", url);
+    }
+    command
+}
+
+/// A running server and what it printed before it began listening; killed if dropped while
+/// still running (a failed test leaves no process behind).
+struct Server {
+    child: Option<Child>,
+    base: String,
+    token: Option<String>,
+}
+
+impl Server {
+    fn start(mut command: Command) -> Server {
+        let mut child = command
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn flowline serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut token = None;
+        loop {
+            let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the server did not print its address");
+            };
+            if let Some(t) = line.strip_prefix("Owner token (shown once, store it now): ") {
+                token = Some(t.to_owned());
+            }
+            if let Some(rest) = line.strip_prefix("Flowline listening on ") {
+                let base = rest.split_whitespace().next().unwrap().to_owned();
+                return Server {
+                    child: Some(child),
+                    base,
+                    token,
+                };
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("exited after SIGTERM")
+            .expect("wait")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn get(base: &str, path: &str, token: &str) -> (u16, Value) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .get(format!("{base}{path}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    })
+}
+
+fn json_line(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout.clone()).unwrap();
+    let lines: Vec<_> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON line: {stdout}");
+    serde_json::from_str(lines[0]).expect("JSON")
+}
+
+fn serve_creates_a_workspace_and_admin_commands_work_beside_it(
+    dir: &Path,
+    database_url: Option<&str>,
+) {
+    let server = Server::start(flowline(dir, database_url));
+    let owner = server
+        .token
+        .clone()
+        .expect("an empty database prints an owner token");
+    assert!(owner.starts_with("flw_"));
+    let (status, me) = get(&server.base, "/api/me", &owner);
+    assert_eq!(status, 200);
+    assert_eq!(me["role"], "owner");
+    assert_eq!(me["workspaceName"], "Default workspace");
+
+    // Admin commands on the same database while the server runs.
+    let created = json_line(
+        &flowline(dir, database_url)
+            .args(["workspace", "create", "--name", "Acme", "--json"])
+            .output()
+            .unwrap(),
+    );
+    let workspace = created["workspaceId"].as_str().unwrap().to_owned();
+    let acme_owner = created["token"].as_str().unwrap().to_owned();
+    assert_eq!(created.as_object().unwrap().len(), 2);
+    let (status, me) = get(&server.base, "/api/me", &acme_owner);
+    assert_eq!(
+        (status, me["workspaceId"].as_str()),
+        (200, Some(workspace.as_str()))
+    );
+    let editor = json_line(
+        &flowline(dir, database_url)
+            .args([
+                "token",
+                "create",
+                "--workspace",
+                &workspace,
+                "--role",
+                "editor",
+                "--json",
+            ])
+            .output()
+            .unwrap(),
+    );
+    let editor = editor["token"].as_str().unwrap().to_owned();
+    let (status, me) = get(&server.base, "/api/me", &editor);
+    assert_eq!((status, me["role"].as_str()), (200, Some("editor")));
+    let (status, _) = get(&server.base, "/api/tokens", &editor);
+    assert_eq!(status, 403);
+    let (_, audit) = get(&server.base, "/api/audit", &acme_owner);
+    let cli_entries = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actorLabel"] == "cli")
+        .count();
+    assert!(cli_entries >= 4, "CLI changes are audited: {audit}");
+
+    // Bad input to the CLI fails with a message, not a panic.
+    let bad = flowline(dir, database_url)
+        .args(["token", "create", "--workspace", "nope"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a workspace id"));
+    let missing = flowline(dir, database_url)
+        .args([
+            "token",
+            "create",
+            "--workspace",
+            &flowline_core::id::WorkspaceId::new().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no workspace"));
+    let role = flowline(dir, database_url)
+        .args([
+            "token",
+            "create",
+            "--workspace",
+            &workspace,
+            "--role",
+            "god",
+        ])
+        .output()
+        .unwrap();
+    assert!(!role.status.success());
+
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM ends the server cleanly: {status:?}"
+    );
+
+    // A restart keeps everything and prints no new token.
+    let again = Server::start(flowline(dir, database_url));
+    assert!(again.token.is_none());
+    let (status, _) = get(&again.base, "/api/me", &owner);
+    assert_eq!(status, 200);
+    assert!(again.terminate().success());
+    let migrated = flowline(dir, database_url).arg("migrate").output().unwrap();
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+}
+
+#[test]
+fn serve_on_the_sqlite_default_then_admin_commands_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    serve_creates_a_workspace_and_admin_commands_work_beside_it(dir.path(), None);
+    assert!(
+        dir.path().join("flowline-data/flowline.db").exists(),
+        "the default data folder is ./flowline-data"
+    );
+}
+
+#[test]
+fn the_data_dir_is_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("elsewhere");
+    let output = flowline(dir.path(), None)
+        .env("FLOWLINE_DATA_DIR", &data)
+        .args(["workspace", "create", "--name", "X", "--json"])
+        .output()
+        .unwrap();
+    json_line(&output);
+    assert!(data.join("flowline.db").exists());
+    assert!(!dir.path().join("flowline-data").exists());
+}
+
+#[test]
+fn serve_on_postgresql_then_admin_commands_beside_it() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = runtime
+        .block_on(ScratchDatabase::create(&pg_admin_url()))
+        .expect("scratch database");
+    let dir = tempfile::tempdir().unwrap();
+    serve_creates_a_workspace_and_admin_commands_work_beside_it(dir.path(), Some(db.url()));
+    assert!(
+        !dir.path().join("flowline-data").exists(),
+        "PostgreSQL needs no data folder"
+    );
+    drop(db);
+}
+
+#[test]
+fn a_bad_configuration_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = flowline(dir.path(), Some("mysql://nope"))
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("DATABASE_URL must be a postgres://"));
+    let output = flowline(dir.path(), None)
+        .env("FLOWLINE_BIND", "not-an-address")
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+}
