@@ -66,6 +66,18 @@ impl Default for Config {
     }
 }
 
+/// The configuration keys, as `FLOWLINE_<KEY>` variables and TOML keys.
+const CONFIG_KEYS: [&str; 8] = [
+    "bind",
+    "data_dir",
+    "database_url",
+    "sqlite_synchronous",
+    "pg_pool_size",
+    "log_format",
+    "log",
+    "bootstrap_workspace_name",
+];
+
 impl Config {
     /// Reads the configuration; `file` defaults to `./flowline.toml` when it exists.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
@@ -82,7 +94,9 @@ impl Config {
             None => figment = figment.merge(Toml::file("flowline.toml")),
         }
         let config: Config = figment
-            .merge(Env::prefixed("FLOWLINE_").ignore(&["CONFIG"]))
+            // Only the keys Flowline reads: other FLOWLINE_* variables (a test's, a script's) are
+            // not configuration. Unknown keys in the TOML file are still refused.
+            .merge(Env::prefixed("FLOWLINE_").only(&CONFIG_KEYS))
             .merge(Env::raw().only(&["DATABASE_URL"]))
             .extract()
             .context("invalid configuration")?;
