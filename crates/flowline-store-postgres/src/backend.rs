@@ -2,7 +2,13 @@
 //! migrations, transactions.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use flowline_store::execution::{ClaimParams, ClaimedStep};
+use tokio::sync::watch;
+use uuid::Uuid;
 
 use flowline_core::id::WorkspaceId;
 use flowline_core::token::TokenHash;
@@ -10,6 +16,7 @@ use flowline_store::{StoreError, StoreResult};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 
+use crate::sql_execution::{ClaimedRow, complete_claim};
 use crate::sql_store::{Access, Tx, db_error};
 
 pub(crate) type Db = sqlx::Postgres;
@@ -44,6 +51,7 @@ impl PgSettings {
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    work: Arc<watch::Sender<u64>>,
 }
 
 fn options(url: &str) -> StoreResult<PgConnectOptions> {
@@ -77,12 +85,19 @@ impl PgStore {
             .connect_with(options(&settings.url)?)
             .await
             .map_err(db_error)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            work: Arc::new(watch::Sender::new(0)),
+        })
     }
 
     /// The connection pool (working as [`APP_ROLE`]), for backend-specific tests and tools.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub(crate) fn work_signal(&self) -> &watch::Sender<u64> {
+        &self.work
     }
 
     pub(crate) async fn begin(&self, _access: Access) -> StoreResult<Tx> {
@@ -109,4 +124,55 @@ pub(crate) async fn present_token(tx: &mut Tx, hash: &TokenHash) -> StoreResult<
         .await
         .map_err(db_error)?;
     Ok(())
+}
+
+/// The database's clock, which leases are measured by.
+pub(crate) async fn db_now(tx: &mut Tx) -> StoreResult<DateTime<Utc>> {
+    sqlx::query_scalar("SELECT date_trunc('microseconds', clock_timestamp())")
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db_error)
+}
+
+/// Lets the transaction see the queue across workspaces (claims, heartbeats, rescues): the
+/// row-level security policies of the run and step tables admit this scope and no other table's do.
+pub(crate) async fn enter_engine_scope(tx: &mut Tx) -> StoreResult<()> {
+    sqlx::query("SELECT set_config('flowline.scope', 'engine', true)")
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// Claims due steps: candidates ranked round-robin across workspaces, then locked with
+/// `FOR UPDATE SKIP LOCKED` so concurrent workers never wait for each other or share a step.
+pub(crate) async fn claim(tx: &mut Tx, params: &ClaimParams) -> StoreResult<Vec<ClaimedStep>> {
+    let at = db_now(tx).await?;
+    let expires =
+        at + chrono::Duration::from_std(params.lease).unwrap_or(chrono::Duration::seconds(30));
+    let token = Uuid::now_v7();
+    let rows = sqlx::query_as::<_, ClaimedRow>(
+        "WITH candidates AS ( \
+             SELECT id FROM (SELECT id, run_at, row_number() OVER (PARTITION BY workspace_id ORDER BY run_at, id) AS rank \
+                             FROM action_executions WHERE status = 'pending' AND queue = $1 AND run_at <= $2) ranked \
+             WHERE rank <= $3 ORDER BY rank, run_at LIMIT $4), \
+         locked AS ( \
+             SELECT a.id FROM action_executions a WHERE a.id IN (SELECT id FROM candidates) AND a.status = 'pending' \
+             FOR UPDATE SKIP LOCKED) \
+         UPDATE action_executions s SET status = 'running', attempt = s.attempt + 1, lease_owner = $5, lease_token = $6, \
+             lease_expires_at = $7, started_at = COALESCE(s.started_at, $2) \
+         FROM locked WHERE s.id = locked.id \
+         RETURNING s.id, s.workspace_id, s.flow_execution_id, s.action_id, s.node_id, s.attempt, s.max_attempts",
+    )
+    .bind(params.queue.as_str())
+    .bind(at)
+    .bind(i64::from(params.per_workspace_limit.max(1)))
+    .bind(i64::from(params.limit))
+    .bind(&params.owner)
+    .bind(token)
+    .bind(expires)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    complete_claim(tx, rows, token, at).await
 }

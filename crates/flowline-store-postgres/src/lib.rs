@@ -9,6 +9,8 @@
 
 mod backend;
 pub mod scratch;
+#[path = "../../flowline-store/shared/sql_execution.rs"]
+mod sql_execution;
 #[path = "../../flowline-store/shared/sql_store.rs"]
 mod sql_store;
 

@@ -2,7 +2,12 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use uuid::Uuid;
 
 use flowline_core::id::WorkspaceId;
 use flowline_core::token::TokenHash;
@@ -10,7 +15,10 @@ use flowline_store::{StoreError, StoreResult};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::sql_store::{Access, Tx, db_error};
+use flowline_store::execution::{ClaimParams, ClaimedStep};
+
+use crate::sql_execution::{ClaimedRow, complete_claim};
+use crate::sql_store::{Access, Tx, db_error, now};
 
 pub(crate) type Db = sqlx::Sqlite;
 pub(crate) type StoreImpl = SqliteStore;
@@ -48,6 +56,7 @@ impl SqliteSettings {
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    work: Arc<watch::Sender<u64>>,
 }
 
 impl SqliteStore {
@@ -71,7 +80,10 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(db_error)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            work: Arc::new(watch::Sender::new(0)),
+        })
     }
 
     /// Brings the schema up to date.
@@ -85,6 +97,10 @@ impl SqliteStore {
     /// The connection pool, for backend-specific tests and tools.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    pub(crate) fn work_signal(&self) -> &watch::Sender<u64> {
+        &self.work
     }
 
     pub(crate) async fn begin(&self, access: Access) -> StoreResult<Tx> {
@@ -104,4 +120,42 @@ pub(crate) async fn enter_workspace(_tx: &mut Tx, _workspace: WorkspaceId) -> St
 /// Nothing to do: token rows are readable by hash.
 pub(crate) async fn present_token(_tx: &mut Tx, _hash: &TokenHash) -> StoreResult<()> {
     Ok(())
+}
+
+/// The clock leases are measured by: this process's (SQLite has one machine).
+pub(crate) async fn db_now(_tx: &mut Tx) -> StoreResult<DateTime<Utc>> {
+    Ok(now())
+}
+
+/// Nothing to do: there is no row-level security to widen.
+pub(crate) async fn enter_engine_scope(_tx: &mut Tx) -> StoreResult<()> {
+    Ok(())
+}
+
+/// Claims due steps with one `UPDATE … RETURNING`, taking each workspace's oldest steps in
+/// turn (round-robin by rank) so a busy workspace cannot starve a quiet one.
+pub(crate) async fn claim(tx: &mut Tx, params: &ClaimParams) -> StoreResult<Vec<ClaimedStep>> {
+    let at = now();
+    let expires =
+        at + chrono::Duration::from_std(params.lease).unwrap_or(chrono::Duration::seconds(30));
+    let token = Uuid::now_v7();
+    let rows = sqlx::query_as::<_, ClaimedRow>(
+        "UPDATE action_executions SET status = 'running', attempt = attempt + 1, lease_owner = $1, lease_token = $2, \
+         lease_expires_at = $3, started_at = COALESCE(started_at, $4) \
+         WHERE id IN (SELECT id FROM (SELECT id, run_at, ROW_NUMBER() OVER (PARTITION BY workspace_id ORDER BY run_at, id) AS rank \
+                      FROM action_executions WHERE status = 'pending' AND queue = $5 AND run_at <= $4) \
+                      WHERE rank <= $6 ORDER BY rank, run_at LIMIT $7) \
+         RETURNING id, workspace_id, flow_execution_id, action_id, node_id, attempt, max_attempts",
+    )
+    .bind(&params.owner)
+    .bind(token)
+    .bind(expires)
+    .bind(at)
+    .bind(params.queue.as_str())
+    .bind(i64::from(params.per_workspace_limit.max(1)))
+    .bind(i64::from(params.limit))
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    complete_claim(tx, rows, token, at).await
 }

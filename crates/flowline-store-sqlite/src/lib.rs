@@ -7,6 +7,8 @@
 //! with PostgreSQL lives in `flowline-store/shared/sql_store.rs`.
 
 mod backend;
+#[path = "../../flowline-store/shared/sql_execution.rs"]
+mod sql_execution;
 #[path = "../../flowline-store/shared/sql_store.rs"]
 mod sql_store;
 

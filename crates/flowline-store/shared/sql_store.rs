@@ -10,13 +10,17 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
-use flowline_core::id::{ActionId, FlowId, MemberId, TokenId, WorkspaceId};
+use flowline_core::id::{ActionId, ExecutionId, FlowId, MemberId, StepId, TokenId, WorkspaceId};
 use flowline_core::retry::RetryPolicy;
 use flowline_core::role::Role;
 use flowline_core::status::FlowStatus;
 use flowline_core::token::TokenHash;
 use flowline_core::validation::ValidationErrors;
 use flowline_store::audit::{AuditEntry, AuditFilter, NewAuditEntry};
+use flowline_store::execution::{
+    ClaimParams, ClaimedStep, Execution, ExecutionDetail, FinishOutcome, FinishStep, FlowVersion,
+    NewExecution, Variable,
+};
 use flowline_store::flow::{
     ActionUpdate, Flow, FlowAction, FlowFilter, FlowUpdate, NewAction, NewFlow, StepSummary,
 };
@@ -31,7 +35,10 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Transaction};
 use uuid::Uuid;
 
-use crate::backend::{Db, FOR_UPDATE, StoreImpl, enter_workspace, present_token};
+use crate::backend::{
+    Db, FOR_UPDATE, StoreImpl, enter_engine_scope, enter_workspace, present_token,
+};
+use crate::sql_execution;
 
 /// A transaction of this backend.
 pub(crate) type Tx = Transaction<'static, Db>;
@@ -72,15 +79,20 @@ pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("stored {what} is unreadable: {detail}").into())
 }
 
-fn snapshot<T: Serialize>(value: &T) -> Option<serde_json::Value> {
+pub(crate) fn snapshot<T: Serialize>(value: &T) -> Option<serde_json::Value> {
     serde_json::to_value(value).ok()
 }
 
 impl StoreImpl {
+    /// Tells idle workers of this process that a queue has work.
+    pub(crate) fn notify_work(&self) {
+        self.work_signal().send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     async fn scoped(&self, workspace: WorkspaceId, access: Access) -> StoreResult<Tx> {
         let mut tx = self.begin(access).await?;
         enter_workspace(&mut tx, workspace).await?;
@@ -88,11 +100,11 @@ impl StoreImpl {
     }
 }
 
-async fn commit(tx: Tx) -> StoreResult<()> {
+pub(crate) async fn commit(tx: Tx) -> StoreResult<()> {
     tx.commit().await.map_err(db_error)
 }
 
-async fn audit(
+pub(crate) async fn audit(
     tx: &mut Tx,
     workspace: WorkspaceId,
     actor: &Actor,
@@ -120,7 +132,7 @@ async fn audit(
     Ok(())
 }
 
-fn entry(
+pub(crate) fn entry(
     action: &str,
     entity_type: &str,
     entity_id: impl ToString,
@@ -399,7 +411,7 @@ async fn fetch_token(tx: &mut Tx, workspace: WorkspaceId, id: TokenId) -> StoreR
     .try_into()
 }
 
-async fn fetch_flow(
+pub(crate) async fn fetch_flow(
     tx: &mut Tx,
     workspace: WorkspaceId,
     id: FlowId,
@@ -620,6 +632,10 @@ fn retry_json(retry: &Option<RetryPolicy>) -> Option<Json<serde_json::Value>> {
 
 #[async_trait]
 impl Store for StoreImpl {
+    fn subscribe_work(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.work_signal().subscribe()
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         let mut tx = self.begin(Access::Read).await?;
         sqlx::query_scalar::<_, i32>("SELECT 1")
@@ -1462,5 +1478,154 @@ impl Store for StoreImpl {
         commit(tx).await?;
         let entries: Vec<AuditEntry> = rows.into_iter().map(AuditEntry::from).collect();
         Ok(Page::from_rows(entries, &page, |e| e.id.0))
+    }
+
+    async fn publish_flow(
+        &self,
+        workspace: WorkspaceId,
+        actor: &Actor,
+        id: FlowId,
+    ) -> StoreResult<Flow> {
+        let mut tx = self.scoped(workspace, Access::Write).await?;
+        let flow = sql_execution::publish_flow(&mut tx, workspace, actor, id).await?;
+        commit(tx).await?;
+        Ok(flow)
+    }
+
+    async fn get_flow_version(
+        &self,
+        workspace: WorkspaceId,
+        flow: FlowId,
+        version: i32,
+    ) -> StoreResult<FlowVersion> {
+        let mut tx = self.scoped(workspace, Access::Read).await?;
+        let version = sql_execution::fetch_flow_version(&mut tx, workspace, flow, version).await?;
+        commit(tx).await?;
+        Ok(version)
+    }
+
+    async fn start_execution(
+        &self,
+        workspace: WorkspaceId,
+        params: NewExecution,
+    ) -> StoreResult<Execution> {
+        let mut tx = self.scoped(workspace, Access::Write).await?;
+        let execution = sql_execution::start_execution(&mut tx, workspace, params).await?;
+        commit(tx).await?;
+        self.notify_work();
+        Ok(execution)
+    }
+
+    async fn get_execution(
+        &self,
+        workspace: WorkspaceId,
+        id: ExecutionId,
+    ) -> StoreResult<ExecutionDetail> {
+        let mut tx = self.scoped(workspace, Access::Read).await?;
+        let detail = sql_execution::execution_detail(&mut tx, workspace, id).await?;
+        commit(tx).await?;
+        Ok(detail)
+    }
+
+    async fn list_executions(
+        &self,
+        workspace: WorkspaceId,
+        flow: FlowId,
+        page: PageRequest,
+    ) -> StoreResult<Page<Execution>> {
+        let mut tx = self.scoped(workspace, Access::Read).await?;
+        let executions = sql_execution::list_executions(&mut tx, workspace, flow, page).await?;
+        commit(tx).await?;
+        Ok(executions)
+    }
+
+    async fn cancel_execution(
+        &self,
+        workspace: WorkspaceId,
+        actor: &Actor,
+        id: ExecutionId,
+    ) -> StoreResult<Execution> {
+        let mut tx = self.scoped(workspace, Access::Write).await?;
+        let execution = sql_execution::cancel_execution(&mut tx, workspace, actor, id).await?;
+        commit(tx).await?;
+        Ok(execution)
+    }
+
+    async fn retry_execution(
+        &self,
+        workspace: WorkspaceId,
+        actor: &Actor,
+        id: ExecutionId,
+    ) -> StoreResult<Execution> {
+        let mut tx = self.scoped(workspace, Access::Write).await?;
+        let execution = sql_execution::retry_execution(&mut tx, workspace, actor, id).await?;
+        commit(tx).await?;
+        self.notify_work();
+        Ok(execution)
+    }
+
+    async fn execution_variables(
+        &self,
+        workspace: WorkspaceId,
+        id: ExecutionId,
+    ) -> StoreResult<Vec<Variable>> {
+        let mut tx = self.scoped(workspace, Access::Read).await?;
+        let variables = sql_execution::fetch_variables(&mut tx, workspace, id).await?;
+        commit(tx).await?;
+        Ok(variables)
+    }
+
+    async fn claim_steps(&self, params: &ClaimParams) -> StoreResult<Vec<ClaimedStep>> {
+        let mut tx = self.begin(Access::Write).await?;
+        enter_engine_scope(&mut tx).await?;
+        let claimed = crate::backend::claim(&mut tx, params).await?;
+        commit(tx).await?;
+        Ok(claimed)
+    }
+
+    async fn heartbeat_steps(
+        &self,
+        held: &[(StepId, uuid::Uuid)],
+        lease: std::time::Duration,
+    ) -> StoreResult<Vec<StepId>> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin(Access::Write).await?;
+        enter_engine_scope(&mut tx).await?;
+        let lost = sql_execution::heartbeat(&mut tx, held, lease).await?;
+        commit(tx).await?;
+        Ok(lost)
+    }
+
+    async fn finish_step(&self, params: FinishStep) -> StoreResult<FinishOutcome> {
+        let queues_more = matches!(
+            &params.result,
+            flowline_store::execution::StepResult::Completed {
+                next: flowline_store::execution::Next::Step(_),
+                ..
+            } | flowline_store::execution::StepResult::Failed {
+                next: flowline_store::execution::Next::Step(_),
+                ..
+            } | flowline_store::execution::StepResult::RetryLater { .. }
+        );
+        let mut tx = self.scoped(params.workspace_id, Access::Write).await?;
+        let outcome = sql_execution::finish_step(&mut tx, params).await?;
+        commit(tx).await?;
+        if queues_more && outcome == FinishOutcome::Applied {
+            self.notify_work();
+        }
+        Ok(outcome)
+    }
+
+    async fn rescue_expired(&self, limit: u32) -> StoreResult<u64> {
+        let mut tx = self.begin(Access::Write).await?;
+        enter_engine_scope(&mut tx).await?;
+        let rescued = sql_execution::rescue_expired(&mut tx, limit).await?;
+        commit(tx).await?;
+        if rescued > 0 {
+            self.notify_work();
+        }
+        Ok(rescued)
     }
 }

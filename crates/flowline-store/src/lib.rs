@@ -10,16 +10,21 @@
 
 pub mod audit;
 pub mod error;
+pub mod execution;
 pub mod flow;
 pub mod page;
 pub mod tenancy;
 
 use async_trait::async_trait;
-use flowline_core::id::{ActionId, FlowId, MemberId, TokenId, WorkspaceId};
+use flowline_core::id::{ActionId, ExecutionId, FlowId, MemberId, StepId, TokenId, WorkspaceId};
 use flowline_core::token::TokenHash;
 
 use audit::{AuditEntry, AuditFilter};
 pub use error::StoreError;
+use execution::{
+    ClaimParams, ClaimedStep, Execution, ExecutionDetail, FinishOutcome, FinishStep, FlowVersion,
+    NewExecution, Variable,
+};
 use flow::{
     ActionUpdate, Flow, FlowAction, FlowFilter, FlowUpdate, NewAction, NewFlow, StepSummary,
 };
@@ -35,6 +40,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Flowline's storage. Implementations must behave identically; `flowline-store-tests` checks it.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// A signal that changes whenever this process queued or returned work to a queue, so idle
+    /// workers wake without polling.
+    fn subscribe_work(&self) -> tokio::sync::watch::Receiver<u64>;
+
     /// Answers when the database does.
     async fn ping(&self) -> StoreResult<()>;
 
@@ -210,4 +219,88 @@ pub trait Store: Send + Sync + 'static {
         filter: AuditFilter,
         page: PageRequest,
     ) -> StoreResult<Page<AuditEntry>>;
+
+    /// Publishes a flow's draft: snapshots its graph and enabled actions as version + 1 and
+    /// makes it active. Archived flows are a conflict.
+    async fn publish_flow(
+        &self,
+        workspace: WorkspaceId,
+        actor: &Actor,
+        id: FlowId,
+    ) -> StoreResult<Flow>;
+
+    /// A published version of a flow.
+    async fn get_flow_version(
+        &self,
+        workspace: WorkspaceId,
+        flow: FlowId,
+        version: i32,
+    ) -> StoreResult<FlowVersion>;
+
+    /// Starts a run: writes it and its first step in one transaction. The flow must be active
+    /// (conflict otherwise) and the contact, when given, must exist.
+    async fn start_execution(
+        &self,
+        workspace: WorkspaceId,
+        params: NewExecution,
+    ) -> StoreResult<Execution>;
+
+    /// A run with its steps (and their attempts) and variables.
+    async fn get_execution(
+        &self,
+        workspace: WorkspaceId,
+        id: ExecutionId,
+    ) -> StoreResult<ExecutionDetail>;
+
+    /// The runs of a flow, newest first.
+    async fn list_executions(
+        &self,
+        workspace: WorkspaceId,
+        flow: FlowId,
+        page: PageRequest,
+    ) -> StoreResult<Page<Execution>>;
+
+    /// Cancels a run: its pending steps at once; running ones end `cancelled` when their worker
+    /// reports. A finished run is a conflict.
+    async fn cancel_execution(
+        &self,
+        workspace: WorkspaceId,
+        actor: &Actor,
+        id: ExecutionId,
+    ) -> StoreResult<Execution>;
+
+    /// Resumes a failed run from its failed step, with the variables it had. Any other status is
+    /// a conflict.
+    async fn retry_execution(
+        &self,
+        workspace: WorkspaceId,
+        actor: &Actor,
+        id: ExecutionId,
+    ) -> StoreResult<Execution>;
+
+    /// The variables of a run.
+    async fn execution_variables(
+        &self,
+        workspace: WorkspaceId,
+        id: ExecutionId,
+    ) -> StoreResult<Vec<Variable>>;
+
+    /// Claims due steps of a queue, fairly across workspaces, each with a lease.
+    async fn claim_steps(&self, params: &ClaimParams) -> StoreResult<Vec<ClaimedStep>>;
+
+    /// Extends the leases of steps still held; returns the ids no longer held (lease lost, or
+    /// run cancelled), whose work should stop.
+    async fn heartbeat_steps(
+        &self,
+        held: &[(StepId, uuid::Uuid)],
+        lease: std::time::Duration,
+    ) -> StoreResult<Vec<StepId>>;
+
+    /// Records how a claimed step ended and what its run does next, in one transaction guarded
+    /// by the lease token.
+    async fn finish_step(&self, params: FinishStep) -> StoreResult<FinishOutcome>;
+
+    /// Returns steps whose lease expired to their queue (a failed attempt, `worker_lost`), or
+    /// fails them when no attempts are left. Returns how many were rescued.
+    async fn rescue_expired(&self, limit: u32) -> StoreResult<u64>;
 }

@@ -1,0 +1,1029 @@
+//! The SQL of runs and steps both backends share: publishing, starting, reading, cancelling and
+//! resuming runs, and recording how claimed steps end. Compiled into each backend like
+//! `sql_store.rs`; claims differ per backend (row locks, clocks) and live in `backend.rs`.
+
+use chrono::{DateTime, Utc};
+use flowline_core::id::{ExecutionId, FlowId, StepId, WorkspaceId};
+use flowline_core::status::{ErrorCategory, ExecutionStatus, Severity, StepStatus};
+use flowline_store::execution::{
+    Attempt, Execution, ExecutionDetail, FinishOutcome, FinishStep, FlowVersion, NewExecution,
+    NewStep, Next, Step, StepError, StepResult, Variable, VersionAction,
+};
+use flowline_store::flow::Flow;
+use flowline_store::page::{Page, PageRequest};
+use flowline_store::tenancy::Actor;
+use flowline_store::{StoreError, StoreResult};
+use sqlx::AssertSqlSafe;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::backend::{FOR_UPDATE, db_now};
+use crate::sql_store::{Tx, audit, corrupt, db_error, entry, fetch_flow, now, snapshot};
+
+#[derive(sqlx::FromRow)]
+struct ExecutionRow {
+    id: Uuid,
+    workspace_id: Uuid,
+    flow_id: Uuid,
+    flow_version: i32,
+    contact_id: Option<Uuid>,
+    trigger_kind: String,
+    trigger: Json<serde_json::Value>,
+    input: Json<serde_json::Value>,
+    status: String,
+    step_count: i32,
+    error: Option<Json<serde_json::Value>>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+pub(crate) const EXECUTION_COLUMNS: &str = "id, workspace_id, flow_id, flow_version, contact_id, trigger_kind, \
+     trigger, input, status, step_count, error, created_at, started_at, finished_at";
+
+fn step_error(value: Option<Json<serde_json::Value>>) -> StoreResult<Option<StepError>> {
+    value
+        .map(|j| serde_json::from_value(j.0))
+        .transpose()
+        .map_err(|e| corrupt("step error", e))
+}
+
+impl TryFrom<ExecutionRow> for Execution {
+    type Error = StoreError;
+    fn try_from(r: ExecutionRow) -> StoreResult<Self> {
+        Ok(Execution {
+            id: r.id.into(),
+            workspace_id: r.workspace_id.into(),
+            flow_id: r.flow_id.into(),
+            flow_version: r.flow_version,
+            contact_id: r.contact_id.map(Into::into),
+            trigger_kind: r
+                .trigger_kind
+                .parse()
+                .map_err(|e| corrupt("trigger kind", e))?,
+            trigger: r.trigger.0,
+            input: r.input.0,
+            status: r
+                .status
+                .parse()
+                .map_err(|e| corrupt("execution status", e))?,
+            step_count: r.step_count,
+            error: step_error(r.error)?,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct StepRow {
+    id: Uuid,
+    flow_execution_id: Uuid,
+    action_id: Uuid,
+    action_type: String,
+    node_id: String,
+    occurrence: i32,
+    status: String,
+    queue: String,
+    attempt: i32,
+    max_attempts: i32,
+    run_at: DateTime<Utc>,
+    input: Option<Json<serde_json::Value>>,
+    output: Option<Json<serde_json::Value>>,
+    error: Option<Json<serde_json::Value>>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<StepRow> for Step {
+    type Error = StoreError;
+    fn try_from(r: StepRow) -> StoreResult<Self> {
+        Ok(Step {
+            id: r.id.into(),
+            execution_id: r.flow_execution_id.into(),
+            action_id: r.action_id.into(),
+            action_type: r
+                .action_type
+                .parse()
+                .map_err(|e| corrupt("action type", e))?,
+            node_id: r.node_id,
+            occurrence: r.occurrence,
+            status: r.status.parse().map_err(|e| corrupt("step status", e))?,
+            queue: r.queue.parse().map_err(|e| corrupt("queue", e))?,
+            attempt: r.attempt,
+            max_attempts: r.max_attempts,
+            run_at: r.run_at,
+            input: r.input.map(|j| j.0),
+            output: r.output.map(|j| j.0),
+            error: step_error(r.error)?,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            attempts: Vec::new(),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    action_execution_id: Uuid,
+    attempt: i32,
+    started_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    outcome: Option<String>,
+    error: Option<Json<serde_json::Value>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct VariableRow {
+    name: String,
+    #[sqlx(rename = "type")]
+    variable_type: String,
+    value: Json<serde_json::Value>,
+}
+
+impl TryFrom<VariableRow> for Variable {
+    type Error = StoreError;
+    fn try_from(r: VariableRow) -> StoreResult<Self> {
+        Ok(Variable {
+            name: r.name,
+            variable_type: r
+                .variable_type
+                .parse()
+                .map_err(|e| corrupt("variable type", e))?,
+            value: r.value.0,
+        })
+    }
+}
+
+pub(crate) async fn fetch_execution(
+    tx: &mut Tx,
+    workspace: WorkspaceId,
+    id: ExecutionId,
+    lock: bool,
+) -> StoreResult<Execution> {
+    let lock = if lock { FOR_UPDATE } else { "" };
+    sqlx::query_as::<_, ExecutionRow>(AssertSqlSafe(format!(
+        "SELECT {EXECUTION_COLUMNS} FROM flow_executions WHERE workspace_id = $1 AND id = $2 {lock}"
+    )))
+    .bind(workspace.0)
+    .bind(id.0)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_error)?
+    .ok_or(StoreError::NotFound("execution"))?
+    .try_into()
+}
+
+pub(crate) async fn publish_flow(
+    tx: &mut Tx,
+    workspace: WorkspaceId,
+    actor: &Actor,
+    id: FlowId,
+) -> StoreResult<Flow> {
+    let before = fetch_flow(tx, workspace, id, true).await?;
+    if before.status == flowline_core::status::FlowStatus::Archived {
+        return Err(StoreError::Conflict(
+            "an archived flow cannot be published: set its status to draft first".into(),
+        ));
+    }
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: Uuid,
+        node_id: String,
+        action_type: String,
+        action_config: Json<serde_json::Value>,
+        name: Option<String>,
+        position: i32,
+        retry: Option<Json<serde_json::Value>>,
+        timeout_ms: Option<i64>,
+    }
+    let rows = sqlx::query_as::<_, Row>(
+        "SELECT id, node_id, action_type, action_config, name, position, retry, timeout_ms FROM flow_actions \
+         WHERE workspace_id = $1 AND flow_id = $2 AND enabled ORDER BY node_id, position, id",
+    )
+    .bind(workspace.0)
+    .bind(id.0)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    let actions = rows
+        .into_iter()
+        .map(|r| {
+            Ok(VersionAction {
+                id: r.id.into(),
+                node_id: r.node_id,
+                action_type: r
+                    .action_type
+                    .parse()
+                    .map_err(|e| corrupt("action type", e))?,
+                action_config: r.action_config.0,
+                name: r.name,
+                position: r.position,
+                retry: r
+                    .retry
+                    .map(|j| serde_json::from_value(j.0))
+                    .transpose()
+                    .map_err(|e| corrupt("retry", e))?,
+                timeout_ms: r.timeout_ms,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    let version = FlowVersion {
+        flow_id: id,
+        version: before.version + 1,
+        graph: before.graph.clone(),
+        actions,
+    };
+    let at = now();
+    sqlx::query(
+        "INSERT INTO flow_versions (id, workspace_id, flow_id, version, graph, actions, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(workspace.0)
+    .bind(id.0)
+    .bind(version.version)
+    .bind(Json(&version.graph))
+    .bind(Json(&version.actions))
+    .bind(at)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    sqlx::query("UPDATE flows SET status = 'active', version = $1, updated_at = $2 WHERE workspace_id = $3 AND id = $4")
+        .bind(version.version)
+        .bind(at)
+        .bind(workspace.0)
+        .bind(id.0)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    let mut after = before.clone();
+    after.status = flowline_core::status::FlowStatus::Active;
+    after.version = version.version;
+    after.updated_at = at;
+    audit(
+        tx,
+        workspace,
+        actor,
+        entry(
+            "flow.publish",
+            "flow",
+            id,
+            snapshot(&before),
+            snapshot(&after),
+        ),
+    )
+    .await?;
+    Ok(after)
+}
+
+pub(crate) async fn fetch_flow_version(
+    tx: &mut Tx,
+    workspace: WorkspaceId,
+    flow: FlowId,
+    version: i32,
+) -> StoreResult<FlowVersion> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        graph: Json<serde_json::Value>,
+        actions: Json<serde_json::Value>,
+    }
+    let row = sqlx::query_as::<_, Row>(
+        "SELECT graph, actions FROM flow_versions WHERE workspace_id = $1 AND flow_id = $2 AND version = $3",
+    )
+    .bind(workspace.0)
+    .bind(flow.0)
+    .bind(version)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_error)?
+    .ok_or(StoreError::NotFound("flow version"))?;
+    Ok(FlowVersion {
+        flow_id: flow,
+        version,
+        graph: serde_json::from_value(row.graph.0).map_err(|e| corrupt("version graph", e))?,
+        actions: serde_json::from_value(row.actions.0)
+            .map_err(|e| corrupt("version actions", e))?,
+    })
+}
+
+/// Queues `step` in `execution` as the next occurrence of its action.
+async fn insert_step(
+    tx: &mut Tx,
+    workspace: WorkspaceId,
+    execution: ExecutionId,
+    step: &NewStep,
+    at: DateTime<Utc>,
+) -> StoreResult<StepId> {
+    let occurrence: i32 = sqlx::query_scalar(
+        "SELECT COALESCE(MAX(occurrence) + 1, 0) FROM action_executions WHERE flow_execution_id = $1 AND action_id = $2",
+    )
+    .bind(execution.0)
+    .bind(step.action_id.0)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    let id = StepId::new();
+    sqlx::query(
+        "INSERT INTO action_executions (id, workspace_id, flow_execution_id, action_id, action_type, node_id, \
+         occurrence, status, queue, attempt, max_attempts, run_at, idempotency_key, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, 0, $9, $10, $11, $10)",
+    )
+    .bind(id.0)
+    .bind(workspace.0)
+    .bind(execution.0)
+    .bind(step.action_id.0)
+    .bind(step.action_type.as_str())
+    .bind(&step.node_id)
+    .bind(occurrence)
+    .bind(step.action_type.category().queue().as_str())
+    .bind(step.max_attempts.max(1))
+    .bind(at)
+    .bind(id.to_string())
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    sqlx::query("UPDATE flow_executions SET step_count = step_count + 1 WHERE id = $1")
+        .bind(execution.0)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    Ok(id)
+}
+
+pub(crate) async fn start_execution(
+    tx: &mut Tx,
+    workspace: WorkspaceId,
+    params: NewExecution,
+) -> StoreResult<Execution> {
+    let flow = fetch_flow(tx, workspace, params.flow_id, false).await?;
+    match flow.status {
+        flowline_core::status::FlowStatus::Active => {}
+        other => {
+            return Err(StoreError::Conflict(format!(
+                "the flow is {other}: only active (published) flows run"
+            )));
+        }
+    }
+    if params.flow_version < 1 || params.flow_version > flow.version {
+        return Err(StoreError::Conflict(format!(
+            "the flow has no version {}",
+            params.flow_version
+        )));
+    }
+    if let Some(contact) = params.contact_id {
+        let live: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM contacts WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL",
+        )
+        .bind(workspace.0)
+        .bind(contact.0)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        if live.is_none() {
+            return Err(StoreError::NotFound("contact"));
+        }
+    }
+    let at = now();
+    let id = ExecutionId::new();
+    let done = params.first_step.is_none();
+    sqlx::query(
+        "INSERT INTO flow_executions (id, workspace_id, flow_id, flow_version, contact_id, trigger_kind, trigger, \
+         input, status, step_count, created_at, started_at, finished_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $11)",
+    )
+    .bind(id.0)
+    .bind(workspace.0)
+    .bind(params.flow_id.0)
+    .bind(params.flow_version)
+    .bind(params.contact_id.map(|c| c.0))
+    .bind(params.trigger_kind.as_str())
+    .bind(Json(&params.trigger))
+    .bind(Json(&params.input))
+    .bind(if done { "completed" } else { "pending" })
+    .bind(at)
+    .bind(done.then_some(at))
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    if let Some(step) = &params.first_step {
+        insert_step(tx, workspace, id, step, at).await?;
+    }
+    fetch_execution(tx, workspace, id, false).await
+}
+
+pub(crate) async fn execution_detail(
+    tx: &mut Tx,
+    workspace: WorkspaceId,
+    id: ExecutionId,
+) -> StoreResult<ExecutionDetail> {
+    let execution = fetch_execution(tx, workspace, id, false).await?;
+    let rows = sqlx::query_as::<_, StepRow>(
+        "SELECT id, flow_execution_id, action_id, action_type, node_id, occurrence, status, queue, attempt, \
+         max_attempts, run_at, input, output, error, created_at, started_at, finished_at \
+         FROM action_executions WHERE workspace_id = $1 AND flow_execution_id = $2 ORDER BY id",
+    )
+    .bind(workspace.0)
+    .bind(id.0)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    let mut steps = rows
+        .into_iter()
+        .map(Step::try_from)
+        .collect::<StoreResult<Vec<_>>>()?;
+    let attempts = sqlx::query_as::<_, AttemptRow>(
+        "SELECT t.action_execution_id, t.attempt, t.started_at, t.finished_at, t.outcome, t.error \
+         FROM action_attempts t JOIN action_executions s ON s.id = t.action_execution_id \
+         WHERE s.workspace_id = $1 AND s.flow_execution_id = $2 ORDER BY t.action_execution_id, t.attempt",
+    )
+    .bind(workspace.0)
+    .bind(id.0)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    for row in attempts {
+        if let Some(step) = steps.iter_mut().find(|s| s.id.0 == row.action_execution_id) {
+            step.attempts.push(Attempt {
+                attempt: row.attempt,
+                started_at: row.started_at,
+                finished_at: row.finished_at,
+                outcome: row.outcome,
+                error: step_error(row.error)?,
+            });
+        }
+    }
+    let variables = fetch_variables(tx, workspace, id).await?;
+    Ok(ExecutionDetail {
+        execution,
+        steps,
+        variables,
+    })
+}
+
+pub(crate) async fn fetch_variables(
+    tx: &mut Tx,
+    workspace: WorkspaceId,
+    id: ExecutionId,
+) -> StoreResult<Vec<Variable>> {
+    let rows = sqlx::query_as::<_, VariableRow>(
+        "SELECT name, type, value FROM action_variables WHERE workspace_id = $1 AND flow_execution_id = $2 ORDER BY name",
+    )
+    .bind(workspace.0)
+    .bind(id.0)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    rows.into_iter().map(Variable::try_from).collect()
+}
+
+pub(crate) async fn list_executions(
+    tx: &mut Tx,
+    workspace: WorkspaceId,
+    flow: FlowId,
+    page: PageRequest,
+) -> StoreResult<Page<Execution>> {
+    fetch_flow(tx, workspace, flow, false).await?;
+    let rows = sqlx::query_as::<_, ExecutionRow>(AssertSqlSafe(format!(
+        "SELECT {EXECUTION_COLUMNS} FROM flow_executions WHERE workspace_id = $1 AND flow_id = $2 \
+         AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+    )))
+    .bind(workspace.0)
+    .bind(flow.0)
+    .bind(page.cursor)
+    .bind(page.fetch_limit())
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    let executions = rows
+        .into_iter()
+        .map(Execution::try_from)
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(Page::from_rows(executions, &page, |e| e.id.0))
+}
+
+pub(crate) async fn cancel_execution(
+    tx: &mut Tx,
+    workspace: WorkspaceId,
+    actor: &Actor,
+    id: ExecutionId,
+) -> StoreResult<Execution> {
+    let before = fetch_execution(tx, workspace, id, true).await?;
+    if before.status.is_finished() {
+        return Err(StoreError::Conflict(format!(
+            "the execution already ended {}",
+            before.status
+        )));
+    }
+    let at = now();
+    sqlx::query("UPDATE flow_executions SET status = 'cancelled', finished_at = $1 WHERE workspace_id = $2 AND id = $3")
+        .bind(at)
+        .bind(workspace.0)
+        .bind(id.0)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    sqlx::query(
+        "UPDATE action_executions SET status = 'cancelled', finished_at = $1 \
+         WHERE workspace_id = $2 AND flow_execution_id = $3 AND status = 'pending'",
+    )
+    .bind(at)
+    .bind(workspace.0)
+    .bind(id.0)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    let after = fetch_execution(tx, workspace, id, false).await?;
+    audit(
+        tx,
+        workspace,
+        actor,
+        entry(
+            "execution.cancel",
+            "execution",
+            id,
+            snapshot(&before),
+            snapshot(&after),
+        ),
+    )
+    .await?;
+    Ok(after)
+}
+
+pub(crate) async fn retry_execution(
+    tx: &mut Tx,
+    workspace: WorkspaceId,
+    actor: &Actor,
+    id: ExecutionId,
+) -> StoreResult<Execution> {
+    let before = fetch_execution(tx, workspace, id, true).await?;
+    if before.status != ExecutionStatus::Failed {
+        return Err(StoreError::Conflict(format!(
+            "only a failed execution can be retried; this one is {}",
+            before.status
+        )));
+    }
+    #[derive(sqlx::FromRow)]
+    struct Last {
+        action_id: Uuid,
+        action_type: String,
+        node_id: String,
+        status: String,
+        max_attempts: i32,
+    }
+    let last = sqlx::query_as::<_, Last>(
+        "SELECT action_id, action_type, node_id, status, max_attempts FROM action_executions \
+         WHERE workspace_id = $1 AND flow_execution_id = $2 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(workspace.0)
+    .bind(id.0)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    let Some(last) = last.filter(|l| l.status == "failed" || l.status == "timeout") else {
+        return Err(StoreError::Conflict(
+            "the execution has no failed step to resume from".into(),
+        ));
+    };
+    let step = NewStep {
+        action_id: last.action_id.into(),
+        action_type: last
+            .action_type
+            .parse()
+            .map_err(|e| corrupt("action type", e))?,
+        node_id: last.node_id,
+        max_attempts: last.max_attempts,
+    };
+    let at = now();
+    insert_step(tx, workspace, id, &step, at).await?;
+    sqlx::query(
+        "UPDATE flow_executions SET status = 'running', error = NULL, finished_at = NULL WHERE workspace_id = $1 AND id = $2",
+    )
+    .bind(workspace.0)
+    .bind(id.0)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    let after = fetch_execution(tx, workspace, id, false).await?;
+    audit(
+        tx,
+        workspace,
+        actor,
+        entry(
+            "execution.retry",
+            "execution",
+            id,
+            snapshot(&before),
+            snapshot(&after),
+        ),
+    )
+    .await?;
+    Ok(after)
+}
+
+fn error_json(error: &StepError) -> Json<serde_json::Value> {
+    Json(serde_json::to_value(error).unwrap_or(serde_json::Value::Null))
+}
+
+async fn end_attempt(
+    tx: &mut Tx,
+    step: StepId,
+    attempt: i32,
+    outcome: &str,
+    error: Option<&StepError>,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE action_attempts SET finished_at = $1, outcome = $2, error = $3 \
+         WHERE action_execution_id = $4 AND attempt = $5",
+    )
+    .bind(at)
+    .bind(outcome)
+    .bind(error.map(error_json))
+    .bind(step.0)
+    .bind(attempt)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+async fn apply_next(
+    tx: &mut Tx,
+    workspace: WorkspaceId,
+    execution: ExecutionId,
+    next: &Next,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    match next {
+        Next::Step(step) => {
+            insert_step(tx, workspace, execution, step, at).await?;
+        }
+        Next::Complete => {
+            sqlx::query(
+                "UPDATE flow_executions SET status = 'completed', finished_at = $1 WHERE id = $2 AND status = 'running'",
+            )
+            .bind(at)
+            .bind(execution.0)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        }
+        Next::Fail(error) => {
+            sqlx::query(
+                "UPDATE flow_executions SET status = 'failed', error = $1, finished_at = $2 WHERE id = $3 AND status = 'running'",
+            )
+            .bind(error_json(error))
+            .bind(at)
+            .bind(execution.0)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn finish_step(tx: &mut Tx, params: FinishStep) -> StoreResult<FinishOutcome> {
+    let workspace = params.workspace_id;
+    let status: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT status FROM flow_executions WHERE workspace_id = $1 AND id = $2 {FOR_UPDATE}"
+    )))
+    .bind(workspace.0)
+    .bind(params.execution_id.0)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    let Some(status) = status else {
+        return Ok(FinishOutcome::LeaseLost);
+    };
+    let attempt: Option<i32> = sqlx::query_scalar(
+        "SELECT attempt FROM action_executions WHERE id = $1 AND workspace_id = $2 AND status = 'running' AND lease_token = $3",
+    )
+    .bind(params.step_id.0)
+    .bind(workspace.0)
+    .bind(params.lease_token)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    let Some(attempt) = attempt else {
+        return Ok(FinishOutcome::LeaseLost);
+    };
+    let at = db_now(tx).await?;
+    let input = params.input.as_ref().map(Json);
+    if status == ExecutionStatus::Cancelled.as_str() {
+        sqlx::query(
+            "UPDATE action_executions SET status = 'cancelled', input = COALESCE($1, input), finished_at = $2, \
+             lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL WHERE id = $3",
+        )
+        .bind(input)
+        .bind(at)
+        .bind(params.step_id.0)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        end_attempt(tx, params.step_id, attempt, "cancelled", None, at).await?;
+        return Ok(FinishOutcome::Cancelled);
+    }
+    match &params.result {
+        StepResult::Completed {
+            output,
+            variables,
+            next,
+        } => {
+            sqlx::query(
+                "UPDATE action_executions SET status = 'completed', input = COALESCE($1, input), output = $2, \
+                 error = NULL, error_category = NULL, finished_at = $3, lease_owner = NULL, lease_token = NULL, \
+                 lease_expires_at = NULL WHERE id = $4",
+            )
+            .bind(input)
+            .bind(Json(output))
+            .bind(at)
+            .bind(params.step_id.0)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+            end_attempt(tx, params.step_id, attempt, "completed", None, at).await?;
+            for variable in variables {
+                sqlx::query(
+                    "INSERT INTO action_variables (id, workspace_id, flow_execution_id, name, type, value, \
+                     set_by_action_execution_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+                     ON CONFLICT (flow_execution_id, name) DO UPDATE SET type = excluded.type, value = excluded.value, \
+                     set_by_action_execution_id = excluded.set_by_action_execution_id, updated_at = excluded.updated_at",
+                )
+                .bind(Uuid::now_v7())
+                .bind(workspace.0)
+                .bind(params.execution_id.0)
+                .bind(&variable.name)
+                .bind(variable.variable_type.as_str())
+                .bind(Json(&variable.value))
+                .bind(params.step_id.0)
+                .bind(at)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_error)?;
+            }
+            apply_next(tx, workspace, params.execution_id, next, at).await?;
+        }
+        StepResult::Failed {
+            status,
+            error,
+            next,
+        } => {
+            let status = if *status == StepStatus::Timeout {
+                StepStatus::Timeout
+            } else {
+                StepStatus::Failed
+            };
+            sqlx::query(
+                "UPDATE action_executions SET status = $1, input = COALESCE($2, input), error = $3, \
+                 error_category = $4, finished_at = $5, lease_owner = NULL, lease_token = NULL, \
+                 lease_expires_at = NULL WHERE id = $6",
+            )
+            .bind(status.as_str())
+            .bind(input)
+            .bind(error_json(error))
+            .bind(error.category.as_str())
+            .bind(at)
+            .bind(params.step_id.0)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+            end_attempt(
+                tx,
+                params.step_id,
+                attempt,
+                status.as_str(),
+                Some(error),
+                at,
+            )
+            .await?;
+            apply_next(tx, workspace, params.execution_id, next, at).await?;
+        }
+        StepResult::RetryLater { error, run_at } => {
+            sqlx::query(
+                "UPDATE action_executions SET status = 'pending', run_at = $1, input = COALESCE($2, input), \
+                 error = $3, error_category = $4, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
+                 WHERE id = $5",
+            )
+            .bind(run_at)
+            .bind(input)
+            .bind(error_json(error))
+            .bind(error.category.as_str())
+            .bind(params.step_id.0)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+            let outcome = if error.category == ErrorCategory::Timeout {
+                "timeout"
+            } else {
+                "failed"
+            };
+            end_attempt(tx, params.step_id, attempt, outcome, Some(error), at).await?;
+        }
+    }
+    Ok(FinishOutcome::Applied)
+}
+
+/// The error a rescued step records.
+pub(crate) fn worker_lost() -> StepError {
+    StepError {
+        category: ErrorCategory::WorkerLost,
+        severity: Severity::Medium,
+        retryable: true,
+        message: "the worker running this step stopped answering before its lease expired".into(),
+        suggestion: "nothing to do: the step was returned to its queue; if this repeats, check the workers' health".into(),
+    }
+}
+
+/// Returns expired leases to their queue, or fails steps with no attempts left (and their runs).
+pub(crate) async fn rescue_expired(tx: &mut Tx, limit: u32) -> StoreResult<u64> {
+    #[derive(sqlx::FromRow)]
+    struct Expired {
+        id: Uuid,
+        flow_execution_id: Uuid,
+        attempt: i32,
+        max_attempts: i32,
+    }
+    let at = db_now(tx).await?;
+    let expired = sqlx::query_as::<_, Expired>(AssertSqlSafe(format!(
+        "SELECT id, flow_execution_id, attempt, max_attempts FROM action_executions \
+         WHERE status = 'running' AND lease_expires_at < $1 ORDER BY lease_expires_at LIMIT $2 {}",
+        if FOR_UPDATE.is_empty() {
+            ""
+        } else {
+            "FOR UPDATE SKIP LOCKED"
+        }
+    )))
+    .bind(at)
+    .bind(i64::from(limit))
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    let error = worker_lost();
+    for step in &expired {
+        end_attempt(
+            tx,
+            step.id.into(),
+            step.attempt,
+            "worker_lost",
+            Some(&error),
+            at,
+        )
+        .await?;
+        if step.attempt < step.max_attempts {
+            sqlx::query(
+                "UPDATE action_executions SET status = 'pending', run_at = $1, error = $2, error_category = 'worker_lost', \
+                 lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL WHERE id = $3",
+            )
+            .bind(at)
+            .bind(error_json(&error))
+            .bind(step.id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        } else {
+            sqlx::query(
+                "UPDATE action_executions SET status = 'failed', error = $1, error_category = 'worker_lost', \
+                 finished_at = $2, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL WHERE id = $3",
+            )
+            .bind(error_json(&error))
+            .bind(at)
+            .bind(step.id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+            sqlx::query(
+                "UPDATE flow_executions SET status = 'failed', error = $1, finished_at = $2 WHERE id = $3 AND status = 'running'",
+            )
+            .bind(error_json(&error))
+            .bind(at)
+            .bind(step.flow_execution_id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        }
+    }
+    Ok(expired.len() as u64)
+}
+
+/// Extends held leases; returns the steps no longer held or whose run was cancelled.
+pub(crate) async fn heartbeat(
+    tx: &mut Tx,
+    held: &[(StepId, Uuid)],
+    lease: std::time::Duration,
+) -> StoreResult<Vec<StepId>> {
+    let at = db_now(tx).await?;
+    let expires = at + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+    let mut lost = Vec::new();
+    for (step, token) in held {
+        let execution: Option<Uuid> = sqlx::query_scalar(
+            "UPDATE action_executions SET lease_expires_at = $1 WHERE id = $2 AND status = 'running' AND lease_token = $3 \
+             RETURNING flow_execution_id",
+        )
+        .bind(expires)
+        .bind(step.0)
+        .bind(token)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        let cancelled = match execution {
+            Some(execution) => {
+                let status: Option<String> =
+                    sqlx::query_scalar("SELECT status FROM flow_executions WHERE id = $1")
+                        .bind(execution)
+                        .fetch_optional(&mut **tx)
+                        .await
+                        .map_err(db_error)?;
+                status.as_deref() == Some("cancelled")
+            }
+            None => true,
+        };
+        if cancelled {
+            lost.push(*step);
+        }
+    }
+    Ok(lost)
+}
+
+/// A step row as a claim returns it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ClaimedRow {
+    pub(crate) id: Uuid,
+    pub(crate) workspace_id: Uuid,
+    pub(crate) flow_execution_id: Uuid,
+    pub(crate) action_id: Uuid,
+    pub(crate) node_id: String,
+    pub(crate) attempt: i32,
+    pub(crate) max_attempts: i32,
+}
+
+/// After a backend's claim: marks the runs running, opens an attempt per step, and gathers
+/// what the workers need from each run.
+pub(crate) async fn complete_claim(
+    tx: &mut Tx,
+    rows: Vec<ClaimedRow>,
+    lease_token: Uuid,
+    at: DateTime<Utc>,
+) -> StoreResult<Vec<flowline_store::execution::ClaimedStep>> {
+    #[derive(sqlx::FromRow)]
+    struct RunRow {
+        flow_id: Uuid,
+        flow_version: i32,
+        contact_id: Option<Uuid>,
+        trigger: Json<serde_json::Value>,
+        input: Json<serde_json::Value>,
+        step_count: i32,
+    }
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in rows {
+        sqlx::query(
+            "UPDATE flow_executions SET status = 'running', started_at = COALESCE(started_at, $1) \
+             WHERE id = $2 AND status = 'pending'",
+        )
+        .bind(at)
+        .bind(row.flow_execution_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        sqlx::query(
+            "INSERT INTO action_attempts (id, workspace_id, action_execution_id, attempt, started_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (action_execution_id, attempt) DO NOTHING",
+        )
+        .bind(Uuid::now_v7())
+        .bind(row.workspace_id)
+        .bind(row.id)
+        .bind(row.attempt)
+        .bind(at)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        let run = sqlx::query_as::<_, RunRow>(
+            "SELECT flow_id, flow_version, contact_id, trigger, input, step_count FROM flow_executions WHERE id = $1",
+        )
+        .bind(row.flow_execution_id)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        claimed.push(flowline_store::execution::ClaimedStep {
+            id: row.id.into(),
+            workspace_id: row.workspace_id.into(),
+            execution_id: row.flow_execution_id.into(),
+            flow_id: run.flow_id.into(),
+            flow_version: run.flow_version,
+            contact_id: run.contact_id.map(Into::into),
+            trigger: run.trigger.0,
+            input: run.input.0,
+            step_count: run.step_count,
+            action_id: row.action_id.into(),
+            node_id: row.node_id,
+            attempt: row.attempt,
+            max_attempts: row.max_attempts,
+            lease_token,
+        });
+    }
+    Ok(claimed)
+}

@@ -1,0 +1,350 @@
+//! Runs of flows and their steps: the records, and the parameters of the queue's state changes.
+//!
+//! A step row is also its queue entry. Its life: `pending → running` (claimed with a lease and
+//! a lease token) `→ completed | failed | timeout | cancelled`, or `running → pending` when a
+//! retry is scheduled. Every change a worker makes after claiming is guarded by the lease token.
+
+use chrono::{DateTime, Utc};
+use flowline_core::action::ActionType;
+use flowline_core::graph::FlowGraph;
+use flowline_core::id::{ActionId, ContactId, ExecutionId, FlowId, StepId, WorkspaceId};
+use flowline_core::retry::RetryPolicy;
+use flowline_core::status::{
+    ErrorCategory, ExecutionStatus, Queue, Severity, StepStatus, TriggerKind, VariableType,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// An immutable snapshot of a flow, written when it is published.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FlowVersion {
+    /// The flow.
+    pub flow_id: FlowId,
+    /// 1, 2, ...
+    pub version: i32,
+    /// The graph as published.
+    pub graph: FlowGraph,
+    /// The enabled actions as published, by node and position.
+    pub actions: Vec<VersionAction>,
+}
+
+/// An action as a published version holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionAction {
+    /// The action.
+    pub id: ActionId,
+    /// Its node.
+    pub node_id: String,
+    /// Its type.
+    pub action_type: ActionType,
+    /// Its config.
+    pub action_config: serde_json::Value,
+    /// Its name.
+    pub name: Option<String>,
+    /// Its place in the node.
+    pub position: i32,
+    /// Its retry policy.
+    pub retry: Option<RetryPolicy>,
+    /// Its timeout.
+    pub timeout_ms: Option<i64>,
+}
+
+impl FlowVersion {
+    /// The actions of `node`, in the order they run.
+    pub fn node_actions<'a>(
+        &'a self,
+        node: &'a str,
+    ) -> impl Iterator<Item = &'a VersionAction> + 'a {
+        self.actions.iter().filter(move |a| a.node_id == node)
+    }
+
+    /// One action.
+    pub fn action(&self, id: ActionId) -> Option<&VersionAction> {
+        self.actions.iter().find(|a| a.id == id)
+    }
+}
+
+/// What went wrong in a step, as stored and shown (DESIGN.md §4).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepError {
+    /// The kind of failure.
+    pub category: ErrorCategory,
+    /// How bad it is.
+    pub severity: Severity,
+    /// Whether another attempt may succeed.
+    pub retryable: bool,
+    /// What happened.
+    pub message: String,
+    /// What a person should do.
+    pub suggestion: String,
+}
+
+/// One run of a flow.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Execution {
+    /// Its id.
+    pub id: ExecutionId,
+    /// The workspace.
+    pub workspace_id: WorkspaceId,
+    /// The flow.
+    pub flow_id: FlowId,
+    /// The version it runs.
+    pub flow_version: i32,
+    /// The contact it runs for.
+    pub contact_id: Option<ContactId>,
+    /// What started it.
+    pub trigger_kind: TriggerKind,
+    /// The trigger's payload, `{{ trigger.… }}`.
+    pub trigger: serde_json::Value,
+    /// The input given at start.
+    pub input: serde_json::Value,
+    /// Where it stands.
+    pub status: ExecutionStatus,
+    /// Steps enqueued so far.
+    pub step_count: i32,
+    /// Why it failed.
+    pub error: Option<StepError>,
+    /// When it was accepted.
+    pub created_at: DateTime<Utc>,
+    /// When its first step started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One step of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    /// Its id, also the idempotency key sent to outside services.
+    pub id: StepId,
+    /// The run.
+    pub execution_id: ExecutionId,
+    /// The action.
+    pub action_id: ActionId,
+    /// The action's type.
+    pub action_type: ActionType,
+    /// The action's node.
+    pub node_id: String,
+    /// How many times this action ran before in this run.
+    pub occurrence: i32,
+    /// Where it stands.
+    pub status: StepStatus,
+    /// Its queue.
+    pub queue: Queue,
+    /// Attempts started.
+    pub attempt: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// When it is (or was) due.
+    pub run_at: DateTime<Utc>,
+    /// The config as rendered, secrets masked.
+    pub input: Option<serde_json::Value>,
+    /// What it produced.
+    pub output: Option<serde_json::Value>,
+    /// Why its last attempt failed.
+    pub error: Option<StepError>,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+    /// When its first attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Its attempts, first first.
+    pub attempts: Vec<Attempt>,
+}
+
+/// One attempt of a step.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    /// 1, 2, ...
+    pub attempt: i32,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// completed, failed, timeout, cancelled or worker_lost.
+    pub outcome: Option<String>,
+    /// Its error.
+    pub error: Option<StepError>,
+}
+
+/// A typed run variable.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Variable {
+    /// Its name.
+    pub name: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub variable_type: VariableType,
+    /// Its value, of that type.
+    pub value: serde_json::Value,
+}
+
+/// A run with its steps and variables.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionDetail {
+    /// The run.
+    #[serde(flatten)]
+    pub execution: Execution,
+    /// Its steps, in the order they were queued.
+    pub steps: Vec<Step>,
+    /// Its variables, by name.
+    pub variables: Vec<Variable>,
+}
+
+/// A step to queue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewStep {
+    /// The action.
+    pub action_id: ActionId,
+    /// Its type.
+    pub action_type: ActionType,
+    /// Its node.
+    pub node_id: String,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+}
+
+/// A run to start.
+#[derive(Clone, Debug)]
+pub struct NewExecution {
+    /// The flow; it must be active and still on `flow_version`.
+    pub flow_id: FlowId,
+    /// The version the first step was chosen from.
+    pub flow_version: i32,
+    /// The contact it runs for.
+    pub contact_id: Option<ContactId>,
+    /// What started it.
+    pub trigger_kind: TriggerKind,
+    /// The trigger's payload.
+    pub trigger: serde_json::Value,
+    /// The input given at start.
+    pub input: serde_json::Value,
+    /// The first step; `None` when the flow has nothing to run (the run completes at once).
+    pub first_step: Option<NewStep>,
+}
+
+/// Which steps a worker claims.
+#[derive(Clone, Debug)]
+pub struct ClaimParams {
+    /// The queue.
+    pub queue: Queue,
+    /// At most this many.
+    pub limit: u32,
+    /// Who claims (for people reading the table).
+    pub owner: String,
+    /// How long the lease lasts unless renewed.
+    pub lease: std::time::Duration,
+    /// At most this many running steps per workspace in this queue, counting those claimed now.
+    pub per_workspace_limit: u32,
+}
+
+/// A claimed step and what a worker needs to run it.
+#[derive(Clone, Debug)]
+pub struct ClaimedStep {
+    /// The step.
+    pub id: StepId,
+    /// The workspace.
+    pub workspace_id: WorkspaceId,
+    /// The run.
+    pub execution_id: ExecutionId,
+    /// The flow.
+    pub flow_id: FlowId,
+    /// The version the run is on.
+    pub flow_version: i32,
+    /// The run's contact.
+    pub contact_id: Option<ContactId>,
+    /// The run's trigger payload.
+    pub trigger: serde_json::Value,
+    /// The run's input.
+    pub input: serde_json::Value,
+    /// The run's step count so far.
+    pub step_count: i32,
+    /// The action.
+    pub action_id: ActionId,
+    /// The node.
+    pub node_id: String,
+    /// This attempt's number.
+    pub attempt: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// The lease token guarding every later write.
+    pub lease_token: Uuid,
+}
+
+/// How a step ended this attempt, and what the run does next.
+#[derive(Clone, Debug)]
+pub enum StepResult {
+    /// It succeeded: its output, the variables it set, and what comes next.
+    Completed {
+        /// What it produced.
+        output: serde_json::Value,
+        /// Variables to write with the completion.
+        variables: Vec<Variable>,
+        /// The next step, or the run's end.
+        next: Next,
+    },
+    /// It failed for good (no attempts left, or not retryable).
+    Failed {
+        /// `failed` or `timeout`.
+        status: StepStatus,
+        /// Why.
+        error: StepError,
+        /// An `onError` step, or the run's failure.
+        next: Next,
+    },
+    /// It failed and is tried again at `run_at`.
+    RetryLater {
+        /// Why this attempt failed.
+        error: StepError,
+        /// When to try again.
+        run_at: DateTime<Utc>,
+    },
+}
+
+/// What a run does after a step.
+#[derive(Clone, Debug)]
+pub enum Next {
+    /// Queue this step.
+    Step(NewStep),
+    /// The run completed.
+    Complete,
+    /// The run failed with this error.
+    Fail(StepError),
+}
+
+/// A worker's report on a claimed step.
+#[derive(Clone, Debug)]
+pub struct FinishStep {
+    /// The workspace.
+    pub workspace_id: WorkspaceId,
+    /// The run.
+    pub execution_id: ExecutionId,
+    /// The step.
+    pub step_id: StepId,
+    /// The lease token it was claimed with.
+    pub lease_token: Uuid,
+    /// The config as rendered, secrets masked.
+    pub input: Option<serde_json::Value>,
+    /// How it ended.
+    pub result: StepResult,
+}
+
+/// What became of a report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishOutcome {
+    /// Written.
+    Applied,
+    /// The lease was lost (rescued, or taken by another worker): nothing was written.
+    LeaseLost,
+    /// The run was cancelled meanwhile: the step ends `cancelled`, nothing else is written.
+    Cancelled,
+}
