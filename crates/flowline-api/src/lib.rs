@@ -9,6 +9,7 @@ pub mod actions;
 pub mod audit;
 pub mod auth;
 pub mod error;
+pub mod executions;
 pub mod extract;
 pub mod flows;
 pub mod health;
@@ -40,6 +41,18 @@ use error::{ApiError, problem_response};
 pub struct AppState {
     /// The database.
     pub store: Arc<dyn Store>,
+    /// The engine, which starts runs.
+    pub engine: Arc<flowline_engine::Engine>,
+}
+
+impl AppState {
+    /// State over an engine and its store.
+    pub fn new(engine: Arc<flowline_engine::Engine>) -> Self {
+        Self {
+            store: engine.store().clone(),
+            engine,
+        }
+    }
 }
 
 #[derive(OpenApi)]
@@ -53,6 +66,7 @@ pub struct AppState {
     tags(
         (name = "actions", description = "Action types and the actions of flows"),
         (name = "flows", description = "Flows and their graphs"),
+        (name = "executions", description = "Publishing flows and their runs"),
         (name = "tokens", description = "API tokens"),
         (name = "members", description = "Workspace members"),
         (name = "audit", description = "Who changed what"),
@@ -87,6 +101,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(actions::router())
         .merge(flows::router())
+        .merge(executions::router())
         .merge(tokens::router())
         .merge(members::router())
         .merge(audit::router())

@@ -1,3 +1,274 @@
 //! Flowline's execution engine: the durable queue over the step rows (claim, lease, heartbeat,
-//! complete, retry, cancel, rescue), the flow walker, the scheduler and one executor per action
-//! type. It reaches the database only through `flowline-store` and knows nothing of HTTP.
+//! finish, retry, cancel, rescue), the flow walker and one executor per action type. It reaches
+//! the database only through `flowline-store` and knows nothing of HTTP.
+//!
+//! Work is driven two ways: [`Engine::spawn_workers`] runs one claiming loop per queue in the
+//! background (woken by the store's work signal, with a slow poll as a safety net), and
+//! [`Engine::drain`] runs every due step to quiescence in the caller's task, which is how tests
+//! drive the engine step by step.
+
+pub mod backoff;
+pub mod executor;
+pub mod failure;
+pub mod template;
+pub mod walker;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flowline_core::id::{ContactId, FlowId, WorkspaceId};
+use flowline_core::status::{Queue, TriggerKind};
+use flowline_store::execution::{Execution, FlowVersion, NewExecution, NewStep};
+use flowline_store::{Store, StoreError};
+use serde_json::{Value, json};
+
+pub use backoff::RetryDefaults;
+use executor::Executors;
+use failure::Failure;
+use template::Renderer;
+use walker::Walk;
+
+/// How the engine runs.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Names this process in leases.
+    pub worker_id: String,
+    /// Steps of each queue running at once in this process.
+    pub concurrency: HashMap<Queue, usize>,
+    /// Steps claimed per claim.
+    pub claim_batch: u32,
+    /// Steps of one workspace per claim, so a busy workspace cannot starve the others.
+    pub per_workspace_batch: u32,
+    /// How long a lease lasts unless renewed.
+    pub lease: Duration,
+    /// The safety-net poll when no wake-up comes.
+    pub poll_interval: Duration,
+    /// How often expired leases are looked for.
+    pub rescue_interval: Duration,
+    /// Retry defaults for actions that name none.
+    pub retry: RetryDefaults,
+    /// Timeout of actions that name none.
+    pub default_timeout: Duration,
+    /// Timeout of JavaScript actions that name none.
+    pub javascript_timeout: Duration,
+    /// The most steps one run may queue.
+    pub step_limit: i32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            worker_id: format!("{}-{}", hostname(), std::process::id()),
+            concurrency: HashMap::from([
+                (Queue::Basic, 32),
+                (Queue::Advanced, 16),
+                (Queue::Integration, 16),
+            ]),
+            claim_batch: 50,
+            per_workspace_batch: 10,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(2),
+            rescue_interval: Duration::from_secs(5),
+            retry: RetryDefaults::default(),
+            default_timeout: Duration::from_secs(30),
+            javascript_timeout: Duration::from_secs(1),
+            step_limit: 1_000,
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "flowline".to_owned())
+}
+
+/// Why a run could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store refused (not found, not active, unknown contact) or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A run to start.
+#[derive(Clone, Debug)]
+pub struct StartRun {
+    /// The flow.
+    pub flow_id: FlowId,
+    /// The contact it runs for.
+    pub contact_id: Option<ContactId>,
+    /// What started it.
+    pub trigger_kind: TriggerKind,
+    /// The trigger's payload, `{{ trigger.… }}`.
+    pub trigger: Value,
+    /// Input given at start, `{{ execution.input.… }}`.
+    pub input: Value,
+}
+
+/// The engine of one process.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    config: EngineConfig,
+    executors: Executors,
+    versions: Mutex<HashMap<(FlowId, i32), Arc<FlowVersion>>>,
+}
+
+impl Engine {
+    /// An engine over `store` with the standard executors.
+    pub fn new(store: Arc<dyn Store>, config: EngineConfig) -> Arc<Self> {
+        Self::with_executors(store, config, Executors::standard())
+    }
+
+    /// An engine with chosen executors.
+    pub fn with_executors(
+        store: Arc<dyn Store>,
+        config: EngineConfig,
+        executors: Executors,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            config,
+            executors,
+            versions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// A published version, cached: versions never change.
+    pub(crate) async fn version(
+        &self,
+        workspace: WorkspaceId,
+        flow: FlowId,
+        version: i32,
+    ) -> Result<Arc<FlowVersion>, StoreError> {
+        if let Some(found) = self
+            .versions
+            .lock()
+            .map_err(|_| poisoned())?
+            .get(&(flow, version))
+        {
+            return Ok(found.clone());
+        }
+        let loaded = Arc::new(
+            self.store
+                .get_flow_version(workspace, flow, version)
+                .await?,
+        );
+        let mut cache = self.versions.lock().map_err(|_| poisoned())?;
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert((flow, version), loaded.clone());
+        Ok(loaded)
+    }
+
+    /// The step that runs `action` next, with its attempts from the action's policy.
+    pub(crate) fn new_step(&self, action: &flowline_store::execution::VersionAction) -> NewStep {
+        NewStep {
+            action_id: action.id,
+            action_type: action.action_type,
+            node_id: action.node_id.clone(),
+            max_attempts: self.config.retry.max_attempts(action.retry.as_ref()) as i32,
+        }
+    }
+
+    /// Starts a run of the flow's current version: writes it and its first step together.
+    pub async fn start(
+        &self,
+        workspace: WorkspaceId,
+        run: StartRun,
+    ) -> Result<Execution, StartError> {
+        let flow = self.store.get_flow(workspace, run.flow_id).await?;
+        if flow.status != flowline_core::status::FlowStatus::Active || flow.version < 1 {
+            return Err(StoreError::Conflict(format!(
+                "the flow is {}: only active (published) flows run",
+                flow.status
+            ))
+            .into());
+        }
+        let version = self.version(workspace, flow.id, flow.version).await?;
+        let context = json!({
+            "contact": run.contact_id.map(|c| json!({"id": c})),
+            "vars": {},
+            "trigger": run.trigger,
+            "execution": {"flowId": flow.id, "flowVersion": flow.version, "input": run.input},
+            "workspace": {"id": workspace},
+        });
+        // A first walk that fails (a broken condition before any action) still records the run,
+        // failed, so the failure is explained where people look for it.
+        let first_step = match walker::start(&version, &Renderer::new(&context)) {
+            Ok(Walk::Run(action)) => Some(self.new_step(action)),
+            Ok(Walk::Done) => None,
+            Err(failure) => {
+                return Err(StoreError::Invalid(
+                    flowline_core::validation::ValidationErrors::single(
+                        "graph",
+                        failure.error.message,
+                    ),
+                )
+                .into());
+            }
+        };
+        let execution = self
+            .store
+            .start_execution(
+                workspace,
+                NewExecution {
+                    flow_id: flow.id,
+                    flow_version: flow.version,
+                    contact_id: run.contact_id,
+                    trigger_kind: run.trigger_kind,
+                    trigger: run.trigger,
+                    input: run.input,
+                    first_step,
+                },
+            )
+            .await?;
+        Ok(execution)
+    }
+
+    /// Runs every due step, claim after claim, until none is due; returns how many ran.
+    pub async fn drain(self: &Arc<Self>) -> Result<usize, StoreError> {
+        worker::drain(self).await
+    }
+
+    /// Runs the claiming loops (one per queue) and the rescuer until `shutdown` resolves, then
+    /// lets the steps in flight finish.
+    pub fn spawn_workers(
+        self: &Arc<Self>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        worker::spawn(self, shutdown)
+    }
+
+    pub(crate) fn executors(&self) -> &Executors {
+        &self.executors
+    }
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Backend("the flow version cache lock was poisoned".into())
+}
+
+/// A failure that is Flowline's own fault.
+pub(crate) fn internal(message: impl Into<String>) -> Failure {
+    Failure::new(
+        flowline_core::status::ErrorCategory::Internal,
+        message,
+        "this is a fault in Flowline; the step will be retried per its policy",
+    )
+}

@@ -55,8 +55,9 @@ impl FlowVersion {
     /// The actions of `node`, in the order they run.
     pub fn node_actions<'a>(
         &'a self,
-        node: &'a str,
-    ) -> impl Iterator<Item = &'a VersionAction> + 'a {
+        node: &str,
+    ) -> impl Iterator<Item = &'a VersionAction> + use<'a> {
+        let node = node.to_owned();
         self.actions.iter().filter(move |a| a.node_id == node)
     }
 

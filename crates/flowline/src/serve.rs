@@ -44,9 +44,17 @@ pub async fn run(config: Config, bind: Option<SocketAddr>) -> anyhow::Result<()>
     );
     std::io::stdout().flush().ok();
     tracing::info!(%address, "serving");
-    flowline_api::serve(listener, AppState { store }, shutdown_signal())
+    let engine = flowline_engine::Engine::new(store, flowline_engine::EngineConfig::default());
+    let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
+    let workers = engine.spawn_workers(workers_stopped);
+    flowline_api::serve(listener, AppState::new(engine), shutdown_signal())
         .await
         .context("serving HTTP")?;
+    // Let the steps in flight finish and record their ends before the process leaves.
+    let _ = stop_workers.send(true);
+    for worker in workers {
+        let _ = worker.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

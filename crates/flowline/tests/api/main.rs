@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod bad_input;
 mod docs;
+mod executions;
 mod flows;
 mod isolation;
 mod tokens_members;

@@ -45,6 +45,8 @@ pub fn pg_admin_url() -> String {
 pub struct TestApp {
     /// The store behind the server.
     pub store: Arc<dyn Store>,
+    /// The engine; tests drive it step by step with `drain`.
+    pub engine: Arc<flowline_engine::Engine>,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// The first workspace.
@@ -151,12 +153,13 @@ impl TestApp {
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = AppState {
-            store: store.clone(),
-        };
+        let engine =
+            flowline_engine::Engine::new(store.clone(), flowline_engine::EngineConfig::default());
+        let state = AppState::new(engine.clone());
         tokio::spawn(flowline_api::serve(listener, state, std::future::pending()));
         Self {
             store,
+            engine,
             base,
             workspace: created.workspace.id,
             owner: token.expose().to_owned(),

@@ -1,0 +1,249 @@
+//! Templates over a run's context: `{{ … }}` in config strings and edge conditions.
+//!
+//! Strict: an unknown name is an error, never an empty string. Bounded: templates and their
+//! output are size-capped and evaluation runs on fuel. Typed: a string that is one whole
+//! expression (`"{{ vars.count + 1 }}"`) yields the expression's value (a number here), not text.
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde_json::Value;
+
+/// The longest template source accepted.
+pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
+/// The longest rendered string.
+pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+/// Evaluation steps one template may take.
+const FUEL: u64 = 100_000;
+
+/// Why a template could not be rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    /// Where in the config (`value`, `headers.X-Plan`, `edge condition`).
+    pub location: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Renders templates against one context.
+pub struct Renderer {
+    env: Environment<'static>,
+    context: minijinja::Value,
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    env.set_recursion_limit(64);
+    env
+}
+
+/// The expression inside a string that is exactly one `{{ … }}`.
+fn whole_expression(s: &str) -> Option<&str> {
+    let inner = s.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    (!inner.contains("{{") && !inner.contains("}}")).then_some(inner.trim())
+}
+
+impl Renderer {
+    /// A renderer over `context` (a JSON object: contact, vars, trigger, execution, workspace).
+    pub fn new(context: &Value) -> Self {
+        Self {
+            env: environment(),
+            context: minijinja::Value::from(minijinja::value::Serde(context)),
+        }
+    }
+
+    fn fail(location: &str, message: impl std::fmt::Display) -> TemplateError {
+        TemplateError {
+            location: location.to_owned(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Renders one string: a whole expression keeps its type, anything else becomes text.
+    pub fn render_str(&self, location: &str, source: &str) -> Result<Value, TemplateError> {
+        if !source.contains("{{") && !source.contains("{%") {
+            return Ok(Value::String(source.to_owned()));
+        }
+        if source.len() > MAX_TEMPLATE_BYTES {
+            return Err(Self::fail(
+                location,
+                format!("the template is over {MAX_TEMPLATE_BYTES} bytes"),
+            ));
+        }
+        if let Some(expression) = whole_expression(source) {
+            let value = self.eval(location, expression)?;
+            let json = serde_json::to_value(&value).map_err(|e| Self::fail(location, e))?;
+            if json.to_string().len() > MAX_OUTPUT_BYTES {
+                return Err(Self::fail(
+                    location,
+                    format!("the value is over {MAX_OUTPUT_BYTES} bytes"),
+                ));
+            }
+            return Ok(json);
+        }
+        let text = self
+            .env
+            .render_str(source, &self.context)
+            .map_err(|e| Self::fail(location, describe(&e)))?;
+        if text.len() > MAX_OUTPUT_BYTES {
+            return Err(Self::fail(
+                location,
+                format!("the rendered text is over {MAX_OUTPUT_BYTES} bytes"),
+            ));
+        }
+        Ok(Value::String(text))
+    }
+
+    fn eval(&self, location: &str, expression: &str) -> Result<minijinja::Value, TemplateError> {
+        let compiled = self
+            .env
+            .compile_expression(expression)
+            .map_err(|e| Self::fail(location, describe(&e)))?;
+        let value = compiled
+            .eval(&self.context)
+            .map_err(|e| Self::fail(location, describe(&e)))?;
+        // Strict mode refuses to print or test an undefined value, but an expression may still
+        // evaluate to one: that is an unknown name too.
+        if value.is_undefined() {
+            return Err(Self::fail(
+                location,
+                format!("`{expression}` names something that does not exist"),
+            ));
+        }
+        Ok(value)
+    }
+
+    /// Renders every string inside a JSON value, keeping its shape.
+    pub fn render_value(&self, location: &str, value: &Value) -> Result<Value, TemplateError> {
+        match value {
+            Value::String(s) => self.render_str(location, s),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| self.render_value(&format!("{location}[{i}]"), v))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Array),
+            Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| {
+                    let at = if location.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{location}.{k}")
+                    };
+                    self.render_value(&at, v).map(|v| (k.clone(), v))
+                })
+                .collect::<Result<serde_json::Map<_, _>, _>>()
+                .map(Value::Object),
+            other => Ok(other.clone()),
+        }
+    }
+
+    /// Whether an edge condition holds: `{{ expr }}` or a bare expression, judged by truthiness.
+    pub fn condition(&self, condition: &str) -> Result<bool, TemplateError> {
+        let expression = whole_expression(condition).unwrap_or(condition.trim());
+        if expression.len() > MAX_TEMPLATE_BYTES {
+            return Err(Self::fail("condition", "the condition is too long"));
+        }
+        Ok(self.eval("condition", expression)?.is_true())
+    }
+}
+
+/// minijinja's message with its detail (which names the undefined variable).
+fn describe(error: &minijinja::Error) -> String {
+    match error.detail() {
+        Some(detail) => format!("{error}: {detail}"),
+        None => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn renderer() -> Renderer {
+        Renderer::new(
+            &json!({"vars": {"count": 2, "name": "Ada", "tags": ["a", "b"]}, "trigger": {"plan": "pro"}}),
+        )
+    }
+
+    #[test]
+    fn whole_expressions_keep_their_type_and_mixed_text_is_text() {
+        let r = renderer();
+        assert_eq!(r.render_str("v", "{{ vars.count + 1 }}").unwrap(), json!(3));
+        assert_eq!(
+            r.render_str("v", " {{ vars.tags }} ").unwrap(),
+            json!(["a", "b"])
+        );
+        assert_eq!(
+            r.render_str("v", "{{ vars.count > 1 }}").unwrap(),
+            json!(true)
+        );
+        assert_eq!(
+            r.render_str("v", "Hi {{ vars.name }}!").unwrap(),
+            json!("Hi Ada!")
+        );
+        assert_eq!(
+            r.render_str("v", "{{ vars.name }} and {{ trigger.plan }}")
+                .unwrap(),
+            json!("Ada and pro")
+        );
+        assert_eq!(r.render_str("v", "plain").unwrap(), json!("plain"));
+    }
+
+    #[test]
+    fn unknown_names_are_errors_not_empty_strings() {
+        let r = renderer();
+        let e = r.render_str("value", "{{ vars.missing }}").unwrap_err();
+        assert_eq!(e.location, "value");
+        assert!(r.render_str("v", "Hi {{ nobody }}").is_err());
+        assert!(r.condition("secrets.x == 1").is_err());
+        assert!(r.condition("vars.missing").is_err());
+        assert!(r.condition("vars.missing == 1").is_err());
+        assert!(r.render_str("v", "{{ vars.missing ~ 'x' }}").is_err());
+    }
+
+    #[test]
+    fn runaway_templates_run_out_of_fuel_or_size() {
+        let r = renderer();
+        assert!(
+            r.render_str(
+                "v",
+                "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+            )
+            .is_err()
+        );
+        assert!(
+            r.render_str(
+                "v",
+                &format!("{{{{ '{}' }}}}", "x".repeat(MAX_TEMPLATE_BYTES))
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn conditions_are_judged_by_truthiness() {
+        let r = renderer();
+        assert!(r.condition("{{ trigger.plan == 'pro' }}").unwrap());
+        assert!(r.condition("vars.count >= 2").unwrap());
+        assert!(!r.condition("vars.count > 5").unwrap());
+    }
+
+    #[test]
+    fn nested_values_are_rendered_with_their_paths() {
+        let r = renderer();
+        let out = r
+            .render_value(
+                "",
+                &json!({"a": ["{{ vars.count }}", {"b": "x{{ vars.name }}"}], "n": 1}),
+            )
+            .unwrap();
+        assert_eq!(out, json!({"a": [2, {"b": "xAda"}], "n": 1}));
+        let e = r
+            .render_value("", &json!({"a": [{"b": "{{ nope }}"}]}))
+            .unwrap_err();
+        assert_eq!(e.location, "a[0].b");
+    }
+}

@@ -1,0 +1,414 @@
+//! Claiming loops, step runs, heartbeats and the rescuer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flowline_core::id::StepId;
+use flowline_core::status::{ErrorCategory, Queue, StepStatus};
+use flowline_store::StoreError;
+use flowline_store::execution::{
+    ClaimParams, ClaimedStep, FinishOutcome, FinishStep, Next, StepResult,
+};
+use serde_json::{Map, Value, json};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::{AbortHandle, JoinSet};
+use uuid::Uuid;
+
+use crate::executor::StepContext;
+use crate::failure::Failure;
+use crate::template::Renderer;
+use crate::walker::{self, Walk};
+use crate::{Engine, internal};
+
+fn claim_params(engine: &Engine, queue: Queue, limit: u32) -> ClaimParams {
+    ClaimParams {
+        queue,
+        limit: limit.max(1),
+        owner: engine.config.worker_id.clone(),
+        lease: engine.config.lease,
+        per_workspace_limit: engine.config.per_workspace_batch,
+    }
+}
+
+pub(crate) async fn drain(engine: &Arc<Engine>) -> Result<usize, StoreError> {
+    let mut total = 0;
+    loop {
+        let mut ran = 0;
+        for &queue in Queue::ALL {
+            let claimed = engine
+                .store
+                .claim_steps(&claim_params(engine, queue, engine.config.claim_batch))
+                .await?;
+            ran += claimed.len();
+            let mut tasks = JoinSet::new();
+            for step in claimed {
+                let engine = engine.clone();
+                tasks.spawn(async move { run_step(&engine, step).await });
+            }
+            while let Some(joined) = tasks.join_next().await {
+                joined.map_err(|e| {
+                    StoreError::Backend(format!("a step task failed: {e}").into())
+                })??;
+            }
+        }
+        if ran == 0 {
+            return Ok(total);
+        }
+        total += ran;
+    }
+}
+
+/// Steps running in this process: their lease tokens, and how to stop them.
+type InFlight = Arc<Mutex<HashMap<StepId, (ClaimedStep, AbortHandle)>>>;
+
+pub(crate) fn spawn(
+    engine: &Arc<Engine>,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let in_flight: InFlight = Arc::default();
+    let mut handles: Vec<_> = Queue::ALL
+        .iter()
+        .map(|&queue| {
+            tokio::spawn(queue_loop(
+                engine.clone(),
+                queue,
+                in_flight.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    handles.push(tokio::spawn(heartbeat_loop(
+        engine.clone(),
+        in_flight,
+        shutdown.clone(),
+    )));
+    handles.push(tokio::spawn(rescue_loop(engine.clone(), shutdown)));
+    handles
+}
+
+async fn queue_loop(
+    engine: Arc<Engine>,
+    queue: Queue,
+    in_flight: InFlight,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let limit = engine
+        .config
+        .concurrency
+        .get(&queue)
+        .copied()
+        .unwrap_or(8)
+        .max(1);
+    let permits = Arc::new(Semaphore::new(limit));
+    let mut work = engine.store.subscribe_work();
+    let mut tasks = JoinSet::new();
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        while tasks.try_join_next().is_some() {}
+        let free = permits.available_permits();
+        if free > 0 {
+            let batch = engine.config.claim_batch.min(free as u32);
+            match engine
+                .store
+                .claim_steps(&claim_params(&engine, queue, batch))
+                .await
+            {
+                Ok(claimed) if !claimed.is_empty() => {
+                    for step in claimed {
+                        let Ok(permit) = permits.clone().acquire_owned().await else {
+                            break;
+                        };
+                        let id = step.id;
+                        let (engine, tracked, in_flight_for_task) =
+                            (engine.clone(), step.clone(), in_flight.clone());
+                        let handle = tasks.spawn(async move {
+                            if let Err(error) = run_step(&engine, step).await {
+                                tracing::warn!(%error, step = %id, "could not record a step's end; its lease will expire and it will be retried");
+                            }
+                            if let Ok(mut map) = in_flight_for_task.lock() {
+                                map.remove(&id);
+                            }
+                            drop(permit);
+                        });
+                        if let Ok(mut map) = in_flight.lock() {
+                            map.insert(id, (tracked, handle));
+                        }
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, %queue, "claiming failed; retrying after the poll interval")
+                }
+            }
+        }
+        tokio::select! {
+            _ = work.changed() => {}
+            _ = tokio::time::sleep(engine.config.poll_interval) => {}
+            _ = shutdown.changed() => {}
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Renews the leases of steps in flight; stops those whose lease was lost or run cancelled.
+async fn heartbeat_loop(
+    engine: Arc<Engine>,
+    in_flight: InFlight,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let every = engine.config.lease / 3;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        let held: Vec<(StepId, Uuid)> = match in_flight.lock() {
+            Ok(map) => map
+                .values()
+                .map(|(step, _)| (step.id, step.lease_token))
+                .collect(),
+            Err(_) => continue,
+        };
+        match engine
+            .store
+            .heartbeat_steps(&held, engine.config.lease)
+            .await
+        {
+            Ok(lost) => {
+                for id in lost {
+                    let stopped = in_flight.lock().ok().and_then(|mut map| map.remove(&id));
+                    if let Some((step, handle)) = stopped {
+                        handle.abort();
+                        // A cancelled run's step ends `cancelled`; a lost lease writes nothing.
+                        let failure = Failure::new(
+                            ErrorCategory::Conflict,
+                            "the run was cancelled",
+                            "nothing to do",
+                        );
+                        let _ = engine
+                            .store
+                            .finish_step(FinishStep {
+                                workspace_id: step.workspace_id,
+                                execution_id: step.execution_id,
+                                step_id: step.id,
+                                lease_token: step.lease_token,
+                                input: None,
+                                result: StepResult::Failed {
+                                    status: StepStatus::Failed,
+                                    error: failure.error.clone(),
+                                    next: Next::Fail(failure.error),
+                                },
+                            })
+                            .await;
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "renewing leases failed"),
+        }
+    }
+}
+
+async fn rescue_loop(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(engine.config.rescue_interval) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        match engine.store.rescue_expired(500).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                rescued = n,
+                "returned steps with expired leases to their queues"
+            ),
+            Err(error) => tracing::warn!(%error, "rescuing expired leases failed"),
+        }
+    }
+}
+
+/// The context templates see at this step.
+fn context(step: &ClaimedStep, variables: &[flowline_store::execution::Variable]) -> Value {
+    let vars: Map<String, Value> = variables
+        .iter()
+        .map(|v| (v.name.clone(), v.value.clone()))
+        .collect();
+    json!({
+        "contact": step.contact_id.map(|c| json!({"id": c})),
+        "vars": vars,
+        "trigger": step.trigger,
+        "execution": {
+            "id": step.execution_id,
+            "flowId": step.flow_id,
+            "flowVersion": step.flow_version,
+            "input": step.input,
+            "attempt": step.attempt,
+        },
+        "workspace": {"id": step.workspace_id},
+    })
+}
+
+/// Runs one claimed step and records how it ended.
+pub(crate) async fn run_step(
+    engine: &Arc<Engine>,
+    step: ClaimedStep,
+) -> Result<FinishOutcome, StoreError> {
+    let version = engine
+        .version(step.workspace_id, step.flow_id, step.flow_version)
+        .await?;
+    let mut variables = engine
+        .store
+        .execution_variables(step.workspace_id, step.execution_id)
+        .await?;
+    let renderer = Renderer::new(&context(&step, &variables));
+    let Some(action) = version.action(step.action_id) else {
+        let failure = internal(format!(
+            "version {} of the flow has no action {}",
+            step.flow_version, step.action_id
+        ));
+        let result = StepResult::Failed {
+            status: StepStatus::Failed,
+            error: failure.error.clone(),
+            next: Next::Fail(failure.error),
+        };
+        return finish(engine, &step, None, result).await;
+    };
+    let timeout = action.timeout_ms.map_or(
+        if action.action_type == flowline_core::action::ActionType::RunJavascript {
+            engine.config.javascript_timeout
+        } else {
+            engine.config.default_timeout
+        },
+        |ms| Duration::from_millis(ms.max(1) as u64),
+    );
+    let outcome = match engine.executors().get(action.action_type) {
+        None => Err(Failure::new(
+            ErrorCategory::Validation,
+            format!(
+                "this Flowline cannot run `{}` actions yet",
+                action.action_type
+            ),
+            "disable the action or upgrade Flowline",
+        )),
+        Some(executor) => {
+            let context = StepContext {
+                step_id: step.id,
+                workspace_id: step.workspace_id,
+                execution_id: step.execution_id,
+                attempt: step.attempt,
+                config: &action.action_config,
+                renderer: &renderer,
+            };
+            tokio::time::timeout(timeout, executor.execute(&context))
+                .await
+                .unwrap_or_else(|_| Err(Failure::timeout(timeout)))
+        }
+    };
+    let (input, result) = match outcome {
+        Ok(output) => {
+            for written in &output.variables {
+                variables.retain(|v| v.name != written.name);
+                variables.push(written.clone());
+            }
+            let after = Renderer::new(&context(&step, &variables));
+            let next = match walker::after_success(&version, action, &after) {
+                Ok(Walk::Run(next)) => Next::Step(engine.new_step(next)),
+                Ok(Walk::Done) => Next::Complete,
+                Err(failure) => Next::Fail(failure.error),
+            };
+            (
+                output.input,
+                StepResult::Completed {
+                    output: output.output,
+                    variables: output.variables,
+                    next: limit(engine, &step, next),
+                },
+            )
+        }
+        Err(failure) if failure.error.retryable && step.attempt < step.max_attempts => {
+            let delay =
+                engine
+                    .config
+                    .retry
+                    .delay(action.retry.as_ref(), step.attempt, failure.retry_after);
+            let run_at = chrono::Utc::now()
+                + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
+            (
+                None,
+                StepResult::RetryLater {
+                    error: failure.error,
+                    run_at,
+                },
+            )
+        }
+        Err(failure) => {
+            let status = if failure.error.category == ErrorCategory::Timeout {
+                StepStatus::Timeout
+            } else {
+                StepStatus::Failed
+            };
+            let next = match walker::after_failure(&version, action, &renderer) {
+                Some(Ok(Walk::Run(next))) => Next::Step(engine.new_step(next)),
+                Some(Ok(Walk::Done)) => Next::Complete,
+                Some(Err(walk_failure)) => Next::Fail(walk_failure.error),
+                None => Next::Fail(failure.error.clone()),
+            };
+            (
+                None,
+                StepResult::Failed {
+                    status,
+                    error: failure.error,
+                    next: limit(engine, &step, next),
+                },
+            )
+        }
+    };
+    finish(engine, &step, input, result).await
+}
+
+/// A run that would queue more steps than its limit fails instead.
+fn limit(engine: &Engine, step: &ClaimedStep, next: Next) -> Next {
+    match next {
+        Next::Step(_) if step.step_count >= engine.config.step_limit => Next::Fail(
+            Failure::new(
+                ErrorCategory::Validation,
+                format!("the run reached its limit of {} steps", engine.config.step_limit),
+                "check the flow for a loop that never ends: give its edge a condition that turns false",
+            )
+            .error,
+        ),
+        other => other,
+    }
+}
+
+async fn finish(
+    engine: &Arc<Engine>,
+    step: &ClaimedStep,
+    input: Option<Value>,
+    result: StepResult,
+) -> Result<FinishOutcome, StoreError> {
+    let outcome = engine
+        .store
+        .finish_step(FinishStep {
+            workspace_id: step.workspace_id,
+            execution_id: step.execution_id,
+            step_id: step.id,
+            lease_token: step.lease_token,
+            input,
+            result,
+        })
+        .await?;
+    if outcome == FinishOutcome::LeaseLost {
+        tracing::warn!(step = %step.id, "the step's lease was lost before it finished; its result was discarded");
+    }
+    Ok(outcome)
+}
