@@ -312,6 +312,7 @@ async fn update_flow_action(
                 enabled: body.enabled,
                 retry: body.retry,
                 timeout_ms: body.timeout_ms,
+                expected_type: Some(current.action_type),
             },
         )
         .await?;
@@ -335,7 +336,13 @@ async fn delete_flow_action(
     require_type_allowed(&auth, current.action_type)?;
     state
         .store
-        .delete_action(auth.workspace(), &auth.actor(), flow_id, action_id)
+        .delete_action(
+            auth.workspace(),
+            &auth.actor(),
+            flow_id,
+            action_id,
+            Some(current.action_type),
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -212,6 +212,19 @@ async fn delete_flow(
     ApiPath(id): ApiPath<FlowId>,
 ) -> ApiResult<StatusCode> {
     auth.require(Role::Editor)?;
+    // Deleting a flow deletes its actions: the same rule as deleting them one by one.
+    if !auth.0.role.allows(Role::Admin) {
+        let actions = state.store.list_actions(auth.workspace(), id).await?;
+        if let Some(restricted) = actions
+            .iter()
+            .find(|a| a.action_type.restricted_by_default())
+        {
+            return Err(ApiError::Forbidden(format!(
+                "the flow holds a `{}` action, which only admins may delete",
+                restricted.action_type
+            )));
+        }
+    }
     state
         .store
         .delete_flow(auth.workspace(), &auth.actor(), id)

@@ -80,9 +80,11 @@ async fn create_token(
     }
     let member_id = body.member_id.unwrap_or(auth.0.member_id);
     let member = state.store.get_member(auth.workspace(), member_id).await?;
-    if !auth.0.role.allows(member.role) {
+    // A token for someone else must be weaker than its creator: it follows its member's role,
+    // so a token minted for a peer would rise with the peer's next promotion.
+    if member_id != auth.0.member_id && !auth.0.role.outranks(member.role) {
         return Err(ApiError::Forbidden(format!(
-            "a {} cannot create tokens for a member with the {} role",
+            "a {} can create tokens for itself and for members with a lower role, not for a {}",
             auth.0.role, member.role
         )));
     }

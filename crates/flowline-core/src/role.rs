@@ -26,6 +26,11 @@ impl Role {
         }
     }
 
+    /// Whether this role is strictly more powerful than `other`.
+    pub fn outranks(self, other: Role) -> bool {
+        self.rank() > other.rank()
+    }
+
     /// Whether this role includes everything `required` may do.
     pub fn allows(self, required: Role) -> bool {
         self.rank() >= required.rank()

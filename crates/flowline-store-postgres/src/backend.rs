@@ -107,7 +107,9 @@ impl PgStore {
 
 /// Names the transaction's workspace; row-level security shows it nothing else.
 pub(crate) async fn enter_workspace(tx: &mut Tx, workspace: WorkspaceId) -> StoreResult<()> {
-    sqlx::query("SELECT set_config('flowline.workspace_id', $1, true)")
+    // The role again, per transaction: a connection whose session role was reset (a pooler in
+    // transaction mode, DISCARD ALL) must still never run as its owner.
+    sqlx::query("SELECT set_config('role', 'flowline_app', true), set_config('flowline.workspace_id', $1, true)")
         .bind(workspace.to_string())
         .execute(&mut **tx)
         .await
@@ -118,7 +120,7 @@ pub(crate) async fn enter_workspace(tx: &mut Tx, workspace: WorkspaceId) -> Stor
 /// Lets the transaction read the one token row whose hash it presents.
 pub(crate) async fn present_token(tx: &mut Tx, hash: &TokenHash) -> StoreResult<()> {
     let hex: String = hash.0.iter().map(|b| format!("{b:02x}")).collect();
-    sqlx::query("SELECT set_config('flowline.token_hash', $1, true)")
+    sqlx::query("SELECT set_config('role', 'flowline_app', true), set_config('flowline.token_hash', $1, true)")
         .bind(hex)
         .execute(&mut **tx)
         .await
@@ -137,7 +139,7 @@ pub(crate) async fn db_now(tx: &mut Tx) -> StoreResult<DateTime<Utc>> {
 /// Lets the transaction see the queue across workspaces (claims, heartbeats, rescues): the
 /// row-level security policies of the run and step tables admit this scope and no other table's do.
 pub(crate) async fn enter_engine_scope(tx: &mut Tx) -> StoreResult<()> {
-    sqlx::query("SELECT set_config('flowline.scope', 'engine', true)")
+    sqlx::query("SELECT set_config('role', 'flowline_app', true), set_config('flowline.scope', 'engine', true)")
         .execute(&mut **tx)
         .await
         .map_err(db_error)?;

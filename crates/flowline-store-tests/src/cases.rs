@@ -149,7 +149,7 @@ pub async fn workspaces_never_see_each_others_rows(store: &dyn Store) {
     );
     assert_not_found(
         store
-            .delete_action(b_id, &actor(), flow_a.id, action.id)
+            .delete_action(b_id, &actor(), flow_a.id, action.id, None)
             .await,
     );
     assert_not_found(
@@ -646,7 +646,7 @@ pub async fn actions_keep_dense_positions_through_insert_move_and_delete(store: 
     assert_eq!(names(&list, "next"), expect(&[("b", 0)]));
 
     store
-        .delete_action(w, &actor(), flow.id, c.id)
+        .delete_action(w, &actor(), flow.id, c.id, None)
         .await
         .unwrap();
     let list = store.list_actions(w, flow.id).await.unwrap();
@@ -679,10 +679,14 @@ pub async fn an_action_is_reached_only_through_its_own_flow(store: &dyn Store) {
             .update_action(w, &actor(), other.id, action.id, ActionUpdate::default())
             .await,
     );
-    assert_not_found(store.delete_action(w, &actor(), other.id, action.id).await);
     assert_not_found(
         store
-            .delete_action(w, &actor(), flow.id, ActionId::new())
+            .delete_action(w, &actor(), other.id, action.id, None)
+            .await,
+    );
+    assert_not_found(
+        store
+            .delete_action(w, &actor(), flow.id, ActionId::new(), None)
             .await,
     );
     assert_eq!(store.list_actions(w, other.id).await.unwrap(), vec![]);
@@ -723,7 +727,7 @@ pub async fn every_change_is_audited_newest_first_with_filters(store: &dyn Store
         .await
         .unwrap();
     store
-        .delete_action(w, &member, flow.id, action.id)
+        .delete_action(w, &member, flow.id, action.id, None)
         .await
         .unwrap();
     store

@@ -18,7 +18,9 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::backend::{FOR_UPDATE, db_now};
-use crate::sql_store::{Tx, audit, corrupt, db_error, entry, fetch_flow, now, snapshot};
+use crate::sql_store::{
+    Tx, audit, corrupt, db_error, entry, fetch_flow, now, snapshot, sort_actions,
+};
 
 #[derive(sqlx::FromRow)]
 struct ExecutionRow {
@@ -231,6 +233,8 @@ pub(crate) async fn publish_flow(
             })
         })
         .collect::<StoreResult<Vec<_>>>()?;
+    let mut actions = actions;
+    sort_actions(&mut actions, |a| (&a.node_id, a.position, a.id));
     let version = FlowVersion {
         flow_id: id,
         version: before.version + 1,

@@ -10,6 +10,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
+use flowline_core::action::ActionType;
 use flowline_core::id::{ActionId, ExecutionId, FlowId, MemberId, StepId, TokenId, WorkspaceId};
 use flowline_core::retry::RetryPolicy;
 use flowline_core::role::Role;
@@ -67,6 +68,13 @@ pub(crate) fn db_error(error: sqlx::Error) -> StoreError {
             }
             sqlx::error::ErrorKind::CheckViolation | sqlx::error::ErrorKind::NotNullViolation => {
                 return StoreError::Invalid(ValidationErrors::single("", db.message().to_owned()));
+            }
+            // PostgreSQL refuses NUL in text (22021) and \u0000 in jsonb (22P05): bad input.
+            _ if matches!(db.code().as_deref(), Some("22021" | "22P05")) => {
+                return StoreError::Invalid(ValidationErrors::single(
+                    "",
+                    "text must not contain NUL characters",
+                ));
             }
             _ => {}
         }
@@ -386,8 +394,20 @@ impl From<AuditRow> for AuditEntry {
 // ---- reads inside a transaction ----------------------------------------------------------------
 
 async fn fetch_member(tx: &mut Tx, workspace: WorkspaceId, id: MemberId) -> StoreResult<Member> {
+    fetch_member_locked(tx, workspace, id, false).await
+}
+
+/// A member; `lock` holds its row until the transaction ends (PostgreSQL), so concurrent
+/// changes to one member apply one after the other instead of overwriting each other.
+async fn fetch_member_locked(
+    tx: &mut Tx,
+    workspace: WorkspaceId,
+    id: MemberId,
+    lock: bool,
+) -> StoreResult<Member> {
+    let lock = if lock { FOR_UPDATE } else { "" };
     sqlx::query_as::<_, MemberRow>(AssertSqlSafe(format!(
-        "SELECT {MEMBER_COLUMNS} FROM members WHERE workspace_id = $1 AND id = $2"
+        "SELECT {MEMBER_COLUMNS} FROM members WHERE workspace_id = $1 AND id = $2 {lock}"
     )))
     .bind(workspace.0)
     .bind(id.0)
@@ -581,6 +601,7 @@ async fn claim_installation(tx: &mut Tx) -> StoreResult<bool> {
 /// or up (`-1`).
 async fn shift_positions(
     tx: &mut Tx,
+    workspace: WorkspaceId,
     flow: FlowId,
     node: &str,
     from_position: i32,
@@ -589,28 +610,40 @@ async fn shift_positions(
 ) -> StoreResult<()> {
     sqlx::query(
         "UPDATE flow_actions SET position = position + $1 \
-         WHERE flow_id = $2 AND node_id = $3 AND position >= $4 AND ($5 IS NULL OR id <> $5)",
+         WHERE workspace_id = $6 AND flow_id = $2 AND node_id = $3 AND position >= $4 AND ($5 IS NULL OR id <> $5)",
     )
     .bind(by)
     .bind(flow.0)
     .bind(node)
     .bind(from_position)
     .bind(except.map(|a| a.0))
+    .bind(workspace.0)
     .execute(&mut **tx)
     .await
     .map_err(db_error)?;
     Ok(())
 }
 
-async fn node_action_count(tx: &mut Tx, flow: FlowId, node: &str) -> StoreResult<i32> {
+async fn node_action_count(
+    tx: &mut Tx,
+    workspace: WorkspaceId,
+    flow: FlowId,
+    node: &str,
+) -> StoreResult<i32> {
     let n: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM flow_actions WHERE flow_id = $1 AND node_id = $2")
+        sqlx::query_scalar("SELECT count(*) FROM flow_actions WHERE workspace_id = $3 AND flow_id = $1 AND node_id = $2")
             .bind(flow.0)
             .bind(node)
+            .bind(workspace.0)
             .fetch_one(&mut **tx)
             .await
             .map_err(db_error)?;
     Ok(n as i32)
+}
+
+/// Orders actions by node id (byte order), position and id.
+pub(crate) fn sort_actions<T>(actions: &mut [T], key: impl Fn(&T) -> (&String, i32, ActionId)) {
+    actions.sort_by(|a, b| key(a).cmp(&key(b)));
 }
 
 fn require_node(flow: &Flow, node: &str) -> StoreResult<()> {
@@ -814,7 +847,7 @@ impl Store for StoreImpl {
     ) -> StoreResult<Member> {
         let mut tx = self.scoped(workspace, Access::Write).await?;
         let owners = count_owners(&mut tx, workspace).await?;
-        let before = fetch_member(&mut tx, workspace, id).await?;
+        let before = fetch_member_locked(&mut tx, workspace, id, true).await?;
         let mut after = before.clone();
         if let Some(name) = update.name {
             after.name = name;
@@ -869,11 +902,30 @@ impl Store for StoreImpl {
     ) -> StoreResult<()> {
         let mut tx = self.scoped(workspace, Access::Write).await?;
         let owners = count_owners(&mut tx, workspace).await?;
-        let before = fetch_member(&mut tx, workspace, id).await?;
+        let before = fetch_member_locked(&mut tx, workspace, id, true).await?;
         if before.role == Role::Owner && owners <= 1 {
             return Err(StoreError::Conflict(
                 "a workspace keeps at least one owner: the last owner cannot be removed".into(),
             ));
+        }
+        // The member's tokens go with it (cascade); each leaves an entry in the audit log.
+        let tokens = sqlx::query_as::<_, TokenRow>(AssertSqlSafe(format!(
+            "{TOKEN_SELECT} WHERE t.workspace_id = $1 AND t.member_id = $2 ORDER BY t.id"
+        )))
+        .bind(workspace.0)
+        .bind(id.0)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        for row in tokens {
+            let token = TokenRecord::try_from(row)?;
+            audit(
+                &mut tx,
+                workspace,
+                actor,
+                entry("token.delete", "token", token.id, snapshot(&token), None),
+            )
+            .await?;
         }
         sqlx::query("DELETE FROM members WHERE workspace_id = $1 AND id = $2")
             .bind(workspace.0)
@@ -921,6 +973,69 @@ impl Store for StoreImpl {
         Ok(token)
     }
 
+    async fn create_member_with_token(
+        &self,
+        workspace: WorkspaceId,
+        actor: &Actor,
+        member: NewMember,
+        token_name: String,
+        hash: TokenHash,
+    ) -> StoreResult<(Member, TokenRecord)> {
+        let mut tx = self.scoped(workspace, Access::Write).await?;
+        let exists: Option<Uuid> = sqlx::query_scalar("SELECT id FROM workspaces WHERE id = $1")
+            .bind(workspace.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound("workspace"));
+        }
+        let at = now();
+        let member = Member {
+            id: MemberId::new(),
+            workspace_id: workspace,
+            name: member.name,
+            email: member.email,
+            role: member.role,
+            created_at: at,
+            updated_at: at,
+        };
+        insert_member(&mut tx, &member).await?;
+        let token = TokenRecord {
+            id: TokenId::new(),
+            workspace_id: workspace,
+            member_id: member.id,
+            name: token_name,
+            role: member.role,
+            created_at: at,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        insert_token(&mut tx, &token, &hash).await?;
+        audit(
+            &mut tx,
+            workspace,
+            actor,
+            entry(
+                "member.create",
+                "member",
+                member.id,
+                None,
+                snapshot(&member),
+            ),
+        )
+        .await?;
+        audit(
+            &mut tx,
+            workspace,
+            actor,
+            entry("token.create", "token", token.id, None, snapshot(&token)),
+        )
+        .await?;
+        commit(tx).await?;
+        Ok((member, token))
+    }
+
     async fn list_tokens(
         &self,
         workspace: WorkspaceId,
@@ -966,13 +1081,21 @@ impl Store for StoreImpl {
         }
         let mut after = before.clone();
         after.revoked_at = Some(now());
-        sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE workspace_id = $2 AND id = $3")
-            .bind(after.revoked_at)
-            .bind(workspace.0)
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        let revoked = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE workspace_id = $2 AND id = $3 AND revoked_at IS NULL",
+        )
+        .bind(after.revoked_at)
+        .bind(workspace.0)
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if revoked.rows_affected() == 0 {
+            // Revoked meanwhile by someone else: nothing more to record.
+            let current = fetch_token(&mut tx, workspace, id).await?;
+            commit(tx).await?;
+            return Ok(current);
+        }
         audit(
             &mut tx,
             workspace,
@@ -1090,13 +1213,21 @@ impl Store for StoreImpl {
         }
         if let Some(graph) = update.graph {
             let used: Vec<String> = sqlx::query_scalar(
-                "SELECT DISTINCT node_id FROM flow_actions WHERE flow_id = $1 ORDER BY node_id",
+                "SELECT DISTINCT node_id FROM flow_actions WHERE workspace_id = $2 AND flow_id = $1",
             )
             .bind(id.0)
+            .bind(workspace.0)
             .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?;
-            let orphaned: Vec<String> = used.into_iter().filter(|n| !graph.has_node(n)).collect();
+            // Named in the old graph's order, the same on both backends.
+            let orphaned: Vec<&String> = before
+                .graph
+                .nodes
+                .iter()
+                .map(|n| &n.id)
+                .filter(|n| used.contains(n) && !graph.has_node(n))
+                .collect();
             if !orphaned.is_empty() {
                 return Err(StoreError::Conflict(format!(
                     "the new graph drops node(s) {} that still hold actions: move or delete those actions first",
@@ -1162,6 +1293,31 @@ impl Store for StoreImpl {
                 "flow has {runs} run(s) whose history would be lost: archive it instead"
             )));
         }
+        // Its actions go with it (cascade); each leaves an entry in the audit log.
+        let actions = sqlx::query_as::<_, ActionRow>(AssertSqlSafe(format!(
+            "SELECT {ACTION_COLUMNS} FROM flow_actions WHERE workspace_id = $1 AND flow_id = $2 ORDER BY id"
+        )))
+        .bind(workspace.0)
+        .bind(id.0)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        for row in actions {
+            let action = FlowAction::try_from(row)?;
+            audit(
+                &mut tx,
+                workspace,
+                actor,
+                entry(
+                    "action.delete",
+                    "action",
+                    action.id,
+                    snapshot(&action),
+                    None,
+                ),
+            )
+            .await?;
+        }
         sqlx::query("DELETE FROM flows WHERE workspace_id = $1 AND id = $2")
             .bind(workspace.0)
             .bind(id.0)
@@ -1195,7 +1351,13 @@ impl Store for StoreImpl {
         .await
         .map_err(db_error)?;
         commit(tx).await?;
-        rows.into_iter().map(FlowAction::try_from).collect()
+        let mut actions = rows
+            .into_iter()
+            .map(FlowAction::try_from)
+            .collect::<StoreResult<Vec<_>>>()?;
+        // Byte order, so both backends list alike whatever the database's collation.
+        sort_actions(&mut actions, |a| (&a.node_id, a.position, a.id));
+        Ok(actions)
     }
 
     async fn get_action(&self, workspace: WorkspaceId, id: ActionId) -> StoreResult<FlowAction> {
@@ -1214,19 +1376,31 @@ impl Store for StoreImpl {
         let mut tx = self.scoped(workspace, Access::Write).await?;
         let flow = fetch_flow(&mut tx, workspace, params.flow_id, true).await?;
         require_node(&flow, &params.node_id)?;
-        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM flow_actions WHERE flow_id = $1")
-            .bind(flow.id.0)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        let total: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM flow_actions WHERE workspace_id = $2 AND flow_id = $1",
+        )
+        .bind(flow.id.0)
+        .bind(workspace.0)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
         if total >= MAX_ACTIONS_PER_FLOW {
             return Err(StoreError::Conflict(format!(
                 "a flow holds at most {MAX_ACTIONS_PER_FLOW} actions"
             )));
         }
-        let count = node_action_count(&mut tx, flow.id, &params.node_id).await?;
+        let count = node_action_count(&mut tx, workspace, flow.id, &params.node_id).await?;
         let position = params.position.map_or(count, |p| p.clamp(0, count));
-        shift_positions(&mut tx, flow.id, &params.node_id, position, 1, None).await?;
+        shift_positions(
+            &mut tx,
+            workspace,
+            flow.id,
+            &params.node_id,
+            position,
+            1,
+            None,
+        )
+        .await?;
         let at = now();
         let action = FlowAction {
             id: ActionId::new(),
@@ -1295,6 +1469,15 @@ impl Store for StoreImpl {
         if before.flow_id != flow.id {
             return Err(StoreError::NotFound("action"));
         }
+        if update
+            .expected_type
+            .is_some_and(|t| t != before.action_type)
+        {
+            return Err(StoreError::Conflict(format!(
+                "the action was changed to `{}` meanwhile: reload it and try again",
+                before.action_type
+            )));
+        }
         let mut after = before.clone();
         if let Some(node) = update.node_id {
             require_node(&flow, &node)?;
@@ -1324,6 +1507,7 @@ impl Store for StoreImpl {
             // Take it out of its old place, then open a gap at the new one.
             shift_positions(
                 &mut tx,
+                workspace,
                 flow.id,
                 &before.node_id,
                 before.position + 1,
@@ -1331,10 +1515,19 @@ impl Store for StoreImpl {
                 Some(id),
             )
             .await?;
-            let count = node_action_count(&mut tx, flow.id, &after.node_id).await?
+            let count = node_action_count(&mut tx, workspace, flow.id, &after.node_id).await?
                 - i32::from(after.node_id == before.node_id);
             let position = update.position.map_or(count, |p| p.clamp(0, count));
-            shift_positions(&mut tx, flow.id, &after.node_id, position, 1, Some(id)).await?;
+            shift_positions(
+                &mut tx,
+                workspace,
+                flow.id,
+                &after.node_id,
+                position,
+                1,
+                Some(id),
+            )
+            .await?;
             after.position = position;
         }
         after.updated_at = now();
@@ -1380,12 +1573,19 @@ impl Store for StoreImpl {
         actor: &Actor,
         flow: FlowId,
         id: ActionId,
+        expected_type: Option<ActionType>,
     ) -> StoreResult<()> {
         let mut tx = self.scoped(workspace, Access::Write).await?;
         let flow = fetch_flow(&mut tx, workspace, flow, true).await?;
         let before = fetch_action(&mut tx, workspace, id).await?;
         if before.flow_id != flow.id {
             return Err(StoreError::NotFound("action"));
+        }
+        if expected_type.is_some_and(|t| t != before.action_type) {
+            return Err(StoreError::Conflict(format!(
+                "the action was changed to `{}` meanwhile: reload it and try again",
+                before.action_type
+            )));
         }
         sqlx::query("DELETE FROM flow_actions WHERE workspace_id = $1 AND id = $2")
             .bind(workspace.0)
@@ -1395,6 +1595,7 @@ impl Store for StoreImpl {
             .map_err(db_error)?;
         shift_positions(
             &mut tx,
+            workspace,
             flow.id,
             &before.node_id,
             before.position + 1,

@@ -137,6 +137,9 @@ pub struct ActionUpdate {
     pub retry: Option<Option<RetryPolicy>>,
     /// New timeout (`Some(None)` clears it).
     pub timeout_ms: Option<Option<i64>>,
+    /// Refuse (conflict) if the action's type is no longer this one: the caller's permission
+    /// and validation were decided against it.
+    pub expected_type: Option<ActionType>,
 }
 
 /// One step execution of an action, as its history lists it.

@@ -104,6 +104,16 @@ pub trait Store: Send + Sync + 'static {
         params: NewToken,
     ) -> StoreResult<TokenRecord>;
 
+    /// Adds a member and a token for it, together.
+    async fn create_member_with_token(
+        &self,
+        workspace: WorkspaceId,
+        actor: &Actor,
+        member: NewMember,
+        token_name: String,
+        hash: TokenHash,
+    ) -> StoreResult<(Member, TokenRecord)>;
+
     /// The tokens of a workspace (never their hashes), newest first.
     async fn list_tokens(
         &self,
@@ -187,13 +197,15 @@ pub trait Store: Send + Sync + 'static {
         update: ActionUpdate,
     ) -> StoreResult<FlowAction>;
 
-    /// Deletes an action of a flow.
+    /// Deletes an action of a flow; when `expected_type` is given and the action has another
+    /// type by now, nothing is deleted (conflict).
     async fn delete_action(
         &self,
         workspace: WorkspaceId,
         actor: &Actor,
         flow: FlowId,
         id: ActionId,
+        expected_type: Option<flowline_core::action::ActionType>,
     ) -> StoreResult<()>;
 
     /// The step executions of one action, newest first.

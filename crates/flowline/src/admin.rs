@@ -5,7 +5,7 @@ use flowline_core::id::WorkspaceId;
 use flowline_core::role::Role;
 use flowline_core::token::ClearToken;
 use flowline_store::StoreError;
-use flowline_store::tenancy::{Actor, NewMember, NewToken, NewWorkspace};
+use flowline_store::tenancy::{Actor, NewMember, NewWorkspace};
 
 use crate::config::Config;
 use crate::database;
@@ -74,29 +74,18 @@ pub async fn create_token(
         Err(StoreError::NotFound(_)) => anyhow::bail!("no workspace {workspace}"),
         other => other.context("reading the workspace")?,
     };
-    let actor = Actor::system(CLI_ACTOR);
-    let member = store
-        .create_member(
+    let token = ClearToken::generate();
+    let (_, record) = store
+        .create_member_with_token(
             workspace,
-            &actor,
+            &Actor::system(CLI_ACTOR),
             NewMember {
                 name: name.clone(),
                 email: None,
                 role,
             },
-        )
-        .await
-        .context("creating the token's member")?;
-    let token = ClearToken::generate();
-    let record = store
-        .create_token(
-            workspace,
-            &actor,
-            NewToken {
-                member_id: member.id,
-                name,
-                hash: token.hash(),
-            },
+            name,
+            token.hash(),
         )
         .await
         .context("creating the token")?;

@@ -100,6 +100,12 @@ api_test! {
         .await
         .problem(403, "forbidden");
         app.put(&action_path, &admin, json!({"enabled": false})).await.expect(200);
+        // Deleting the whole flow would delete the restricted action too.
+        app.delete(&format!("/api/flows/{flow}"), &editor).await.problem(403, "forbidden");
+        app.delete(&format!("/api/flows/{flow}"), &admin).await.expect(204);
+        let log = app.get("/api/audit?entityType=action&limit=200", &app.owner).await.expect(200);
+        let deleted = log["items"].as_array().unwrap().iter().filter(|e| e["action"] == "action.delete").count();
+        assert_eq!(deleted, 2, "each action deleted with its flow is audited");
     }
 }
 

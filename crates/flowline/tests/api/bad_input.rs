@@ -55,6 +55,18 @@ api_test! {
             .await
             .problem(415, "unsupported_media_type");
 
+        // NUL characters, which no text column can hold, anywhere in the document.
+        let nul = app
+            .raw(Method::POST, "/api/flows", &json_headers, Some(br#"{"name": "a\u0000b"}"#.to_vec()))
+            .await
+            .invalid_fields();
+        assert_eq!(nul, ["name"]);
+        let nul = app
+            .raw(Method::POST, &path, &json_headers, Some(br#"{"nodeId": "start", "actionType": "add_tag", "actionConfig": {"tagName": "x\u0000"}}"#.to_vec()))
+            .await
+            .invalid_fields();
+        assert_eq!(nul, ["actionConfig.tagName"]);
+
         assert_eq!(app.audit_count().await, before, "nothing was written");
         let list = app.get(&path, &app.owner).await.expect(200);
         assert_eq!(list["items"], json!([]));
@@ -71,6 +83,7 @@ api_test! {
         app.get("/api/flows?status=sleeping", &app.owner).await.problem(400, "invalid_query");
         app.get("/api/flows?surprise=1", &app.owner).await.problem(400, "invalid_query");
         app.get("/api/audit?limit=201", &app.owner).await.problem(400, "invalid_limit");
+        app.get("/api/audit?entityType=%00", &app.owner).await.problem(400, "invalid_query");
         app.get("/api/nowhere", &app.owner).await.problem(404, "no_route");
         app.call(Method::PATCH, "/api/flows", &app.owner, None).await.problem(405, "method_not_allowed");
         app.get("/api/flows?limit=200", &app.owner).await.expect(200);

@@ -24,6 +24,11 @@ api_test! {
         let owner_token = app.get("/api/me", &app.owner).await.expect(200)["tokenId"].clone();
         app.delete(&format!("/api/tokens/{}", owner_token.as_str().unwrap()), &admin).await.problem(403, "forbidden");
         app.post("/api/tokens", &admin, json!({"name": ""})).await.invalid_fields();
+        // Nor one for a peer admin: it would rise with the peer's next promotion.
+        let peer = app.post("/api/members", &app.owner, json!({"name": "Peer", "role": "admin"})).await.expect(201);
+        app.post("/api/tokens", &admin, json!({"name": "x", "memberId": peer["id"]})).await.problem(403, "forbidden");
+        let editor = app.post("/api/members", &app.owner, json!({"name": "Ed", "role": "editor"})).await.expect(201);
+        app.post("/api/tokens", &admin, json!({"name": "x", "memberId": editor["id"]})).await.expect(201);
     }
 }
 
@@ -53,6 +58,8 @@ api_test! {
         app.delete(&format!("/api/members/{owner_id}"), &app.owner).await.problem(409, "conflict");
         app.delete(&format!("/api/members/{id}"), &app.owner).await.expect(204);
         app.get("/api/me", &ada).await.problem(401, "unauthorized");
+        let removed = app.get(&format!("/api/audit?entityType=token&entityId={}", token["id"].as_str().unwrap()), &app.owner).await.expect(200);
+        assert_eq!(removed["items"][0]["action"], "token.delete", "a removed member's tokens are audited");
         let members = app.get("/api/members", &app.owner).await.expect(200);
         assert_eq!(members["items"].as_array().unwrap().len(), 1);
     }
