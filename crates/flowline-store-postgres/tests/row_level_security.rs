@@ -163,3 +163,36 @@ async fn the_server_works_as_a_role_that_owns_nothing_and_bypasses_nothing() {
         "the application could delete audit entries"
     );
 }
+
+#[tokio::test]
+async fn the_engine_scope_sees_the_queue_and_nothing_else() {
+    let (_db, store, _, _) = two_workspaces().await;
+    let mut tx = store.pool().begin().await.unwrap();
+    sqlx::query("SELECT set_config('flowline.scope', 'engine', true)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for table in [
+        "flows",
+        "flow_actions",
+        "members",
+        "api_tokens",
+        "workspaces",
+        "audit_log",
+        "secrets",
+        "contacts",
+    ] {
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        assert_eq!(n, 0, "the engine scope showed {table}");
+    }
+    // The run and step tables are readable across workspaces in this scope (empty here).
+    let steps: i64 = sqlx::query_scalar("SELECT count(*) FROM action_executions")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(steps, 0);
+}

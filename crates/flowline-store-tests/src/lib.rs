@@ -6,9 +6,11 @@
 
 mod cases;
 mod fixtures;
+mod queue;
 
 pub use cases::*;
 pub use fixtures::{new_workspace, simple_graph, workspace_with_flow};
+pub use queue::*;
 
 /// A fresh store and whatever keeps its database alive (a temp dir, a scratch database).
 pub struct Fresh {
@@ -39,6 +41,14 @@ macro_rules! conformance_suite {
             an_action_is_reached_only_through_its_own_flow,
             action_execution_history_is_scoped_to_its_action,
             every_change_is_audited_newest_first_with_filters,
+            a_claimed_step_is_leased_once_and_only_its_token_finishes_it,
+            completion_writes_variables_and_the_next_step_together,
+            an_expired_lease_is_rescued_and_its_old_holder_is_refused,
+            a_lost_step_with_no_attempts_left_fails_its_run,
+            claims_are_fair_across_workspaces,
+            heartbeats_report_lost_leases_and_cancelled_runs,
+            a_retry_later_waits_for_its_time,
+            a_lost_step_of_a_cancelled_run_is_not_requeued,
         );
     };
     (@cases $fresh:path; $($case:ident),+ $(,)?) => {

@@ -851,11 +851,13 @@ pub(crate) async fn rescue_expired(tx: &mut Tx, limit: u32) -> StoreResult<u64> 
         flow_execution_id: Uuid,
         attempt: i32,
         max_attempts: i32,
+        run_status: String,
     }
     let at = db_now(tx).await?;
     let expired = sqlx::query_as::<_, Expired>(AssertSqlSafe(format!(
-        "SELECT id, flow_execution_id, attempt, max_attempts FROM action_executions \
-         WHERE status = 'running' AND lease_expires_at < $1 ORDER BY lease_expires_at LIMIT $2 {}",
+        "SELECT id, flow_execution_id, attempt, max_attempts, \
+         (SELECT e.status FROM flow_executions e WHERE e.id = action_executions.flow_execution_id) AS run_status \
+         FROM action_executions WHERE status = 'running' AND lease_expires_at < $1 ORDER BY lease_expires_at LIMIT $2 {}",
         if FOR_UPDATE.is_empty() {
             ""
         } else {
@@ -869,6 +871,20 @@ pub(crate) async fn rescue_expired(tx: &mut Tx, limit: u32) -> StoreResult<u64> 
     .map_err(db_error)?;
     let error = worker_lost();
     for step in &expired {
+        if step.run_status == "cancelled" {
+            // Its run was cancelled while it was held: it ends cancelled, never runs again.
+            end_attempt(tx, step.id.into(), step.attempt, "cancelled", None, at).await?;
+            sqlx::query(
+                "UPDATE action_executions SET status = 'cancelled', finished_at = $1, lease_owner = NULL, \
+                 lease_token = NULL, lease_expires_at = NULL WHERE id = $2",
+            )
+            .bind(at)
+            .bind(step.id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+            continue;
+        }
         end_attempt(
             tx,
             step.id.into(),

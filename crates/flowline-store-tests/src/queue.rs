@@ -1,0 +1,445 @@
+//! The queue's cases: leases, guards, rescue, fairness, heartbeats, cancellation.
+
+use std::time::Duration;
+
+use flowline_core::action::ActionType;
+use flowline_core::id::WorkspaceId;
+use flowline_core::status::{
+    ErrorCategory, Queue, Severity, StepStatus, TriggerKind, VariableType,
+};
+use flowline_store::Store;
+use flowline_store::execution::{
+    ClaimParams, ClaimedStep, FinishOutcome, FinishStep, NewExecution, NewStep, Next, StepError,
+    StepResult, Variable,
+};
+use flowline_store::flow::{Flow, NewAction};
+use flowline_store::page::PageRequest;
+use flowline_store::tenancy::Actor;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::fixtures::workspace_with_flow;
+
+fn actor() -> Actor {
+    Actor::system("test")
+}
+
+/// A published flow whose `start` node sets a variable and whose `next` node sets another.
+async fn published(store: &dyn Store, name: &str) -> (WorkspaceId, Flow) {
+    let (created, flow) = workspace_with_flow(store, name).await;
+    let w = created.workspace.id;
+    for node in ["start", "next"] {
+        store
+            .create_action(
+                w,
+                &actor(),
+                NewAction {
+                    flow_id: flow.id,
+                    node_id: node.into(),
+                    action_type: ActionType::SetVariable,
+                    action_config: json!({"name": node, "type": "string", "value": node}),
+                    name: None,
+                    position: None,
+                    enabled: true,
+                    retry: None,
+                    timeout_ms: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let flow = store.publish_flow(w, &actor(), flow.id).await.unwrap();
+    assert_eq!(flow.version, 1);
+    (w, flow)
+}
+
+async fn run(
+    store: &dyn Store,
+    w: WorkspaceId,
+    flow: &Flow,
+    max_attempts: i32,
+) -> flowline_store::execution::Execution {
+    let version = store
+        .get_flow_version(w, flow.id, flow.version)
+        .await
+        .unwrap();
+    let first = &version
+        .actions
+        .iter()
+        .find(|a| a.node_id == "start")
+        .unwrap();
+    store
+        .start_execution(
+            w,
+            NewExecution {
+                flow_id: flow.id,
+                flow_version: flow.version,
+                contact_id: None,
+                trigger_kind: TriggerKind::Manual,
+                trigger: json!({}),
+                input: json!({}),
+                first_step: Some(NewStep {
+                    action_id: first.id,
+                    action_type: first.action_type,
+                    node_id: first.node_id.clone(),
+                    max_attempts,
+                }),
+            },
+        )
+        .await
+        .unwrap()
+}
+
+fn claim(limit: u32, lease: Duration) -> ClaimParams {
+    ClaimParams {
+        queue: Queue::Basic,
+        limit,
+        owner: "test".into(),
+        lease,
+        per_workspace_limit: 10,
+    }
+}
+
+fn done(step: &ClaimedStep, token: Uuid, result: StepResult) -> FinishStep {
+    FinishStep {
+        workspace_id: step.workspace_id,
+        execution_id: step.execution_id,
+        step_id: step.id,
+        lease_token: token,
+        input: Some(json!({"rendered": true})),
+        result,
+    }
+}
+
+fn completed(next: Next) -> StepResult {
+    StepResult::Completed {
+        output: json!({"ok": true}),
+        variables: vec![Variable {
+            name: "x".into(),
+            variable_type: VariableType::Number,
+            value: json!(1),
+        }],
+        next,
+    }
+}
+
+/// A step is held by one claimer at a time, and only its lease token can finish it, once.
+pub async fn a_claimed_step_is_leased_once_and_only_its_token_finishes_it(store: &dyn Store) {
+    let (w, flow) = published(store, "acme").await;
+    let execution = run(store, w, &flow, 3).await;
+    let claimed = store
+        .claim_steps(&claim(10, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let step = &claimed[0];
+    assert_eq!(
+        (step.execution_id, step.attempt, step.max_attempts),
+        (execution.id, 1, 3)
+    );
+    assert!(
+        store
+            .claim_steps(&claim(10, Duration::from_secs(30)))
+            .await
+            .unwrap()
+            .is_empty(),
+        "held once"
+    );
+    let stale = store
+        .finish_step(done(step, Uuid::now_v7(), completed(Next::Complete)))
+        .await
+        .unwrap();
+    assert_eq!(stale, FinishOutcome::LeaseLost);
+    assert_eq!(
+        store
+            .finish_step(done(step, step.lease_token, completed(Next::Complete)))
+            .await
+            .unwrap(),
+        FinishOutcome::Applied
+    );
+    assert_eq!(
+        store
+            .finish_step(done(step, step.lease_token, completed(Next::Complete)))
+            .await
+            .unwrap(),
+        FinishOutcome::LeaseLost
+    );
+    let detail = store.get_execution(w, execution.id).await.unwrap();
+    assert_eq!(
+        detail.execution.status,
+        flowline_core::status::ExecutionStatus::Completed
+    );
+    assert_eq!(detail.steps[0].status, StepStatus::Completed);
+    assert_eq!(detail.steps[0].input, Some(json!({"rendered": true})));
+    assert_eq!(detail.steps[0].attempts.len(), 1);
+    assert_eq!(detail.variables.len(), 1, "the variable was written once");
+}
+
+/// Completing a step writes its variables and queues the next step in the same transaction.
+pub async fn completion_writes_variables_and_the_next_step_together(store: &dyn Store) {
+    let (w, flow) = published(store, "acme").await;
+    let execution = run(store, w, &flow, 3).await;
+    let version = store.get_flow_version(w, flow.id, 1).await.unwrap();
+    let next = version
+        .actions
+        .iter()
+        .find(|a| a.node_id == "next")
+        .unwrap();
+    let step = store
+        .claim_steps(&claim(10, Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .remove(0);
+    let next_step = NewStep {
+        action_id: next.id,
+        action_type: next.action_type,
+        node_id: "next".into(),
+        max_attempts: 2,
+    };
+    store
+        .finish_step(done(
+            &step,
+            step.lease_token,
+            completed(Next::Step(next_step)),
+        ))
+        .await
+        .unwrap();
+    let detail = store.get_execution(w, execution.id).await.unwrap();
+    assert_eq!(
+        detail.execution.status,
+        flowline_core::status::ExecutionStatus::Running
+    );
+    assert_eq!(detail.execution.step_count, 2);
+    assert_eq!(detail.steps.len(), 2);
+    assert_eq!(detail.steps[1].status, StepStatus::Pending);
+    assert_eq!(detail.steps[1].max_attempts, 2);
+    assert_eq!(
+        store.execution_variables(w, execution.id).await.unwrap()[0].value,
+        json!(1)
+    );
+    let second = store
+        .claim_steps(&claim(10, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].step_count, 2);
+    let history = store
+        .list_action_executions(w, next.id, PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(history.items.len(), 1);
+}
+
+/// An expired lease is rescued as a lost attempt; the old holder can no longer finish.
+pub async fn an_expired_lease_is_rescued_and_its_old_holder_is_refused(store: &dyn Store) {
+    let (w, flow) = published(store, "acme").await;
+    let execution = run(store, w, &flow, 3).await;
+    let lost = store
+        .claim_steps(&claim(10, Duration::ZERO))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(store.rescue_expired(100).await.unwrap(), 1);
+    let detail = store.get_execution(w, execution.id).await.unwrap();
+    assert_eq!(detail.steps[0].status, StepStatus::Pending);
+    assert_eq!(
+        detail.steps[0].error.as_ref().unwrap().category,
+        ErrorCategory::WorkerLost
+    );
+    assert_eq!(
+        detail.steps[0].attempts[0].outcome.as_deref(),
+        Some("worker_lost")
+    );
+    let again = store
+        .claim_steps(&claim(10, Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(again.attempt, 2);
+    assert_ne!(again.lease_token, lost.lease_token);
+    assert_eq!(
+        store
+            .finish_step(done(&lost, lost.lease_token, completed(Next::Complete)))
+            .await
+            .unwrap(),
+        FinishOutcome::LeaseLost
+    );
+    assert_eq!(
+        store
+            .finish_step(done(&again, again.lease_token, completed(Next::Complete)))
+            .await
+            .unwrap(),
+        FinishOutcome::Applied
+    );
+}
+
+/// A rescued step with no attempts left fails, and so does its run.
+pub async fn a_lost_step_with_no_attempts_left_fails_its_run(store: &dyn Store) {
+    let (w, flow) = published(store, "acme").await;
+    let execution = run(store, w, &flow, 1).await;
+    store.claim_steps(&claim(10, Duration::ZERO)).await.unwrap();
+    assert_eq!(store.rescue_expired(100).await.unwrap(), 1);
+    let detail = store.get_execution(w, execution.id).await.unwrap();
+    assert_eq!(detail.steps[0].status, StepStatus::Failed);
+    assert_eq!(
+        detail.execution.status,
+        flowline_core::status::ExecutionStatus::Failed
+    );
+    assert_eq!(
+        detail.execution.error.unwrap().category,
+        ErrorCategory::WorkerLost
+    );
+    assert!(
+        store
+            .claim_steps(&claim(10, Duration::from_secs(30)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A workspace with many due steps does not keep another workspace's single step waiting.
+pub async fn claims_are_fair_across_workspaces(store: &dyn Store) {
+    let (busy, busy_flow) = published(store, "busy").await;
+    for _ in 0..300 {
+        run(store, busy, &busy_flow, 3).await;
+    }
+    let (quiet, quiet_flow) = published(store, "quiet").await;
+    let single = run(store, quiet, &quiet_flow, 3).await;
+    let first = store
+        .claim_steps(&claim(50, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(first.len() <= 50);
+    assert!(
+        first.iter().any(|s| s.execution_id == single.id),
+        "the quiet workspace's step is in the first batch"
+    );
+    assert!(
+        first.iter().filter(|s| s.workspace_id == busy).count() <= 10,
+        "per-workspace share"
+    );
+}
+
+/// Heartbeats extend live leases and report the lost and the cancelled.
+pub async fn heartbeats_report_lost_leases_and_cancelled_runs(store: &dyn Store) {
+    let (w, flow) = published(store, "acme").await;
+    let execution = run(store, w, &flow, 3).await;
+    let step = store
+        .claim_steps(&claim(10, Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .remove(0);
+    let lease = Duration::from_secs(30);
+    assert!(
+        store
+            .heartbeat_steps(&[(step.id, step.lease_token)], lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .heartbeat_steps(&[(step.id, Uuid::now_v7())], lease)
+            .await
+            .unwrap(),
+        vec![step.id]
+    );
+    store
+        .cancel_execution(w, &actor(), execution.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .heartbeat_steps(&[(step.id, step.lease_token)], lease)
+            .await
+            .unwrap(),
+        vec![step.id]
+    );
+    // The running step's report after the cancel ends it cancelled and writes nothing else.
+    let outcome = store
+        .finish_step(done(&step, step.lease_token, completed(Next::Complete)))
+        .await
+        .unwrap();
+    assert_eq!(outcome, FinishOutcome::Cancelled);
+    let detail = store.get_execution(w, execution.id).await.unwrap();
+    assert_eq!(detail.steps[0].status, StepStatus::Cancelled);
+    assert_eq!(
+        detail.execution.status,
+        flowline_core::status::ExecutionStatus::Cancelled
+    );
+    assert!(detail.variables.is_empty());
+}
+
+/// A retry returns the step to its queue at its time, recording the failed attempt.
+pub async fn a_retry_later_waits_for_its_time(store: &dyn Store) {
+    let (w, flow) = published(store, "acme").await;
+    let execution = run(store, w, &flow, 3).await;
+    let step = store
+        .claim_steps(&claim(10, Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .remove(0);
+    let error = StepError {
+        category: ErrorCategory::Upstream,
+        severity: Severity::Low,
+        retryable: true,
+        message: "503".into(),
+        suggestion: "wait".into(),
+    };
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    store
+        .finish_step(done(
+            &step,
+            step.lease_token,
+            StepResult::RetryLater {
+                error: error.clone(),
+                run_at: later,
+            },
+        ))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_steps(&claim(10, Duration::from_secs(30)))
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due yet"
+    );
+    let detail = store.get_execution(w, execution.id).await.unwrap();
+    assert_eq!(detail.steps[0].status, StepStatus::Pending);
+    assert_eq!(detail.steps[0].error, Some(error));
+    assert_eq!(
+        detail.steps[0].attempts[0].outcome.as_deref(),
+        Some("failed")
+    );
+    let soon = chrono::Utc::now() - chrono::Duration::seconds(1);
+    assert!(detail.steps[0].run_at > soon);
+}
+
+/// A step held when its run was cancelled, whose worker then died, ends cancelled: the rescuer
+/// never returns it to the queue.
+pub async fn a_lost_step_of_a_cancelled_run_is_not_requeued(store: &dyn Store) {
+    let (w, flow) = published(store, "acme").await;
+    let execution = run(store, w, &flow, 3).await;
+    store.claim_steps(&claim(10, Duration::ZERO)).await.unwrap();
+    store
+        .cancel_execution(w, &actor(), execution.id)
+        .await
+        .unwrap();
+    assert_eq!(store.rescue_expired(100).await.unwrap(), 1);
+    assert!(
+        store
+            .claim_steps(&claim(10, Duration::from_secs(30)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let detail = store.get_execution(w, execution.id).await.unwrap();
+    assert_eq!(detail.steps[0].status, StepStatus::Cancelled);
+    assert_eq!(
+        detail.execution.status,
+        flowline_core::status::ExecutionStatus::Cancelled
+    );
+}
