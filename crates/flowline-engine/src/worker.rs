@@ -83,7 +83,11 @@ pub(crate) fn spawn(
         in_flight,
         shutdown.clone(),
     )));
-    handles.push(tokio::spawn(rescue_loop(engine.clone(), shutdown)));
+    handles.push(tokio::spawn(rescue_loop(engine.clone(), shutdown.clone())));
+    let relay = engine.clone();
+    handles.push(tokio::spawn(async move {
+        relay.store.relay_wakeups(shutdown).await
+    }));
     handles
 }
 

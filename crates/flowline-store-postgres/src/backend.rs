@@ -52,7 +52,11 @@ impl PgSettings {
 pub struct PgStore {
     pool: PgPool,
     work: Arc<watch::Sender<u64>>,
+    outbox: Arc<watch::Sender<u64>>,
 }
+
+/// The channel processes tell each other of new work on.
+const WORK_CHANNEL: &str = "flowline_work";
 
 fn options(url: &str) -> StoreResult<PgConnectOptions> {
     PgConnectOptions::from_str(url).map_err(db_error)
@@ -88,6 +92,7 @@ impl PgStore {
         Ok(Self {
             pool,
             work: Arc::new(watch::Sender::new(0)),
+            outbox: Arc::new(watch::Sender::new(0)),
         })
     }
 
@@ -98,6 +103,13 @@ impl PgStore {
 
     pub(crate) fn work_signal(&self) -> &watch::Sender<u64> {
         &self.work
+    }
+
+    /// Marks that other processes should hear of new work; `relay_wakeups` sends one NOTIFY
+    /// for however many marks piled up meanwhile, outside the enqueuing transactions, so no
+    /// step's commit waits on NOTIFY's global lock.
+    pub(crate) fn signal_other_processes(&self) {
+        self.outbox.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub(crate) async fn begin(&self, _access: Access) -> StoreResult<Tx> {
@@ -177,4 +189,54 @@ pub(crate) async fn claim(tx: &mut Tx, params: &ClaimParams) -> StoreResult<Vec<
     .await
     .map_err(db_error)?;
     complete_claim(tx, rows, token, at).await
+}
+
+/// LISTENs for other processes' work signals and NOTIFYs them of this process's, until shutdown.
+/// A lost connection is re-established (the listener reconnects; failed NOTIFYs are retried by
+/// the next signal, and workers' slow poll covers the gap).
+pub(crate) async fn relay_wakeups(store: &PgStore, mut shutdown: watch::Receiver<bool>) {
+    let mut outbox = store.outbox.subscribe();
+    let mut listener = loop {
+        let attempt = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(&store.pool).await?;
+            listener.listen(WORK_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match attempt.await {
+            Ok(listener) => break listener,
+            Err(error) => {
+                tracing::warn!(%error, "cannot LISTEN for work yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            changed = outbox.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                if let Err(error) = sqlx::query("SELECT pg_notify($1, '')").bind(WORK_CHANNEL).execute(&store.pool).await {
+                    tracing::warn!(%error, "could not NOTIFY other processes of work");
+                }
+            }
+            received = listener.try_recv() => match received {
+                Ok(Some(_)) => store.work.send_modify(|n| *n = n.wrapping_add(1)),
+                // The connection dropped; try_recv reconnects on the next call. Wake workers in
+                // case a signal was lost meanwhile.
+                Ok(None) => store.work.send_modify(|n| *n = n.wrapping_add(1)),
+                Err(error) => {
+                    tracing::warn!(%error, "listening for work failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                }
+            },
+        }
+    }
 }

@@ -103,6 +103,9 @@ impl SqliteStore {
         &self.work
     }
 
+    /// One process owns a SQLite file: there is nobody else to tell.
+    pub(crate) fn signal_other_processes(&self) {}
+
     pub(crate) async fn begin(&self, access: Access) -> StoreResult<Tx> {
         match access {
             Access::Read => self.pool.begin().await,
@@ -158,4 +161,13 @@ pub(crate) async fn claim(tx: &mut Tx, params: &ClaimParams) -> StoreResult<Vec<
     .await
     .map_err(db_error)?;
     complete_claim(tx, rows, token, at).await
+}
+
+/// Nothing to relay on SQLite; waits for shutdown.
+pub(crate) async fn relay_wakeups(_store: &SqliteStore, mut shutdown: watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            break;
+        }
+    }
 }

@@ -96,9 +96,11 @@ pub(crate) fn snapshot<T: Serialize>(value: &T) -> Option<serde_json::Value> {
 }
 
 impl StoreImpl {
-    /// Tells idle workers of this process that a queue has work.
+    /// Tells idle workers that a queue has work: this process's at once, other processes'
+    /// through the backend (PostgreSQL NOTIFY, coalesced).
     pub(crate) fn notify_work(&self) {
         self.work_signal().send_modify(|n| *n = n.wrapping_add(1));
+        self.signal_other_processes();
     }
 
     async fn scoped(&self, workspace: WorkspaceId, access: Access) -> StoreResult<Tx> {
@@ -667,6 +669,10 @@ fn retry_json(retry: &Option<RetryPolicy>) -> Option<Json<serde_json::Value>> {
 impl Store for StoreImpl {
     fn subscribe_work(&self) -> tokio::sync::watch::Receiver<u64> {
         self.work_signal().subscribe()
+    }
+
+    async fn relay_wakeups(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        crate::backend::relay_wakeups(self, shutdown).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -44,6 +44,11 @@ pub trait Store: Send + Sync + 'static {
     /// workers wake without polling.
     fn subscribe_work(&self) -> tokio::sync::watch::Receiver<u64>;
 
+    /// Carries work signals between processes sharing the database until `shutdown`: on
+    /// PostgreSQL, LISTEN for other processes' signals and NOTIFY them of this one's (coalesced:
+    /// one NOTIFY for many steps); on SQLite, which has one process, nothing.
+    async fn relay_wakeups(&self, shutdown: tokio::sync::watch::Receiver<bool>);
+
     /// Answers when the database does.
     async fn ping(&self) -> StoreResult<()>;
 

@@ -29,6 +29,16 @@ pub struct Config {
     pub log: String,
     /// The name of the workspace `serve` creates on an empty database.
     pub bootstrap_workspace_name: String,
+    /// How long a worker's lease on a step lasts, in milliseconds, unless renewed.
+    pub lease_ms: u64,
+    /// The most steps one run may queue.
+    pub step_limit: i32,
+    /// Steps of the basic queue running at once in this process.
+    pub concurrency_basic: usize,
+    /// Steps of the advanced queue running at once in this process.
+    pub concurrency_advanced: usize,
+    /// Steps of the integration queue running at once in this process.
+    pub concurrency_integration: usize,
 }
 
 /// SQLite's `synchronous` pragma.
@@ -62,12 +72,17 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log: "info,sqlx=warn".to_owned(),
             bootstrap_workspace_name: "Default workspace".to_owned(),
+            lease_ms: 30_000,
+            step_limit: 1_000,
+            concurrency_basic: 32,
+            concurrency_advanced: 16,
+            concurrency_integration: 16,
         }
     }
 }
 
 /// The configuration keys, as `FLOWLINE_<KEY>` variables and TOML keys.
-const CONFIG_KEYS: [&str; 8] = [
+const CONFIG_KEYS: [&str; 13] = [
     "bind",
     "data_dir",
     "database_url",
@@ -76,6 +91,11 @@ const CONFIG_KEYS: [&str; 8] = [
     "log_format",
     "log",
     "bootstrap_workspace_name",
+    "lease_ms",
+    "step_limit",
+    "concurrency_basic",
+    "concurrency_advanced",
+    "concurrency_integration",
 ];
 
 impl Config {
@@ -113,10 +133,48 @@ impl Config {
         }
         anyhow::ensure!(self.pg_pool_size >= 1, "pg_pool_size must be at least 1");
         anyhow::ensure!(
+            (500..=3_600_000).contains(&self.lease_ms),
+            "lease_ms must be 500 to 3600000"
+        );
+        anyhow::ensure!(
+            (1..=100_000).contains(&self.step_limit),
+            "step_limit must be 1 to 100000"
+        );
+        anyhow::ensure!(
+            [
+                self.concurrency_basic,
+                self.concurrency_advanced,
+                self.concurrency_integration
+            ]
+            .iter()
+            .all(|c| (1..=1024).contains(c)),
+            "concurrency_* must be 1 to 1024"
+        );
+        anyhow::ensure!(
             !self.bootstrap_workspace_name.trim().is_empty(),
             "bootstrap_workspace_name must not be empty"
         );
         Ok(())
+    }
+}
+
+impl Config {
+    /// The engine's settings.
+    pub fn engine(&self) -> flowline_engine::EngineConfig {
+        use flowline_core::status::Queue;
+        let lease = std::time::Duration::from_millis(self.lease_ms);
+        flowline_engine::EngineConfig {
+            concurrency: [
+                (Queue::Basic, self.concurrency_basic),
+                (Queue::Advanced, self.concurrency_advanced),
+                (Queue::Integration, self.concurrency_integration),
+            ]
+            .into(),
+            lease,
+            rescue_interval: (lease / 3).max(std::time::Duration::from_millis(200)),
+            step_limit: self.step_limit,
+            ..Default::default()
+        }
     }
 }
 

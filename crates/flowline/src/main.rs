@@ -32,6 +32,9 @@ enum Command {
         #[arg(long, env = "FLOWLINE_BIND")]
         bind: Option<std::net::SocketAddr>,
     },
+    /// Runs the engine's workers only (no HTTP): add processes like this one to share the
+    /// work of a PostgreSQL database.
+    Worker,
     /// Brings the database schema up to date and exits.
     Migrate,
     /// Workspace administration.
@@ -101,6 +104,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve { bind } => serve::run(config, bind).await,
+            Command::Worker => serve::run_worker(config).await,
             Command::Migrate => admin::migrate(&config).await,
             Command::Workspace {
                 command: WorkspaceCommand::Create { name, json },

@@ -44,7 +44,7 @@ pub async fn run(config: Config, bind: Option<SocketAddr>) -> anyhow::Result<()>
     );
     std::io::stdout().flush().ok();
     tracing::info!(%address, "serving");
-    let engine = flowline_engine::Engine::new(store, flowline_engine::EngineConfig::default());
+    let engine = flowline_engine::Engine::new(store, config.engine());
     let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
     let workers = engine.spawn_workers(workers_stopped);
     flowline_api::serve(listener, AppState::new(engine), shutdown_signal())
@@ -82,4 +82,25 @@ async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+/// `flowline worker`: the engine's workers and rescuer, no HTTP, until SIGTERM or Ctrl-C.
+pub async fn run_worker(config: Config) -> anyhow::Result<()> {
+    let store = database::open(&config).await?;
+    let engine = flowline_engine::Engine::new(store, config.engine());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers = engine.spawn_workers(stopped);
+    println!(
+        "Flowline worker {} running ({})",
+        engine.config().worker_id,
+        database::describe(&config)
+    );
+    std::io::stdout().flush().ok();
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    for worker in workers {
+        let _ = worker.await;
+    }
+    tracing::info!("worker stopped");
+    Ok(())
 }

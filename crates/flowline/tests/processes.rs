@@ -1,0 +1,381 @@
+//! Flowline as several processes: three `flowline worker`s sharing one PostgreSQL database
+//! through a SIGKILL and dropped connections, and a SQLite server killed mid-write.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use flowline_core::action::ActionType;
+use flowline_core::status::TriggerKind;
+use flowline_core::token::ClearToken;
+use flowline_engine::{Engine, EngineConfig, StartRun};
+use flowline_store::Store;
+use flowline_store::flow::{NewAction, NewFlow};
+use flowline_store::tenancy::{Actor, NewWorkspace};
+use flowline_store_postgres::PgStore;
+use flowline_store_postgres::scratch::ScratchDatabase;
+use serde_json::json;
+use sqlx::{Connection, PgConnection};
+
+const BIN: &str = env!("CARGO_BIN_EXE_flowline");
+
+fn pg_admin_url() -> String {
+    std::env::var("FLOWLINE_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A child process killed when dropped, so a failing test leaves none behind.
+struct Proc(Option<Child>);
+
+impl Proc {
+    /// Spawns `command` and waits until it prints a line starting with `ready`; returns the line.
+    fn spawn(mut command: Command, ready: &str) -> (Proc, String) {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn flowline");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let proc = Proc(Some(child));
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the process reported ready");
+            if line.starts_with(ready) {
+                return (proc, line);
+            }
+        }
+    }
+
+    fn signal(&mut self, signal: &str) {
+        let child = self.0.as_mut().expect("running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let mut child = self.0.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("the process exited")
+            .expect("wait");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn worker(url: &str) -> Proc {
+    let mut command = Command::new(BIN);
+    command
+        .arg("worker")
+        .env("DATABASE_URL", url)
+        .env("FLOWLINE_LEASE_MS", "1500")
+        .env("FLOWLINE_LOG", "warn")
+        .env_remove("FLOWLINE_DATA_DIR");
+    Proc::spawn(command, "Flowline worker").0
+}
+
+/// Waits, woken by the workers' NOTIFYs (or every half second), until `done` says so.
+async fn wait_for(url: &str, what: &str, mut done: impl AsyncFnMut(&mut PgConnection) -> bool) {
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect(url).await.unwrap();
+    listener.listen("flowline_work").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    while !done(&mut conn).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await;
+    }
+}
+
+async fn count(conn: &mut PgConnection, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_run_two_thousand_steps_exactly_once_through_a_sigkill_and_dropped_connections()
+ {
+    const RUNS: usize = 200;
+    const STEPS: usize = 10;
+    let db = ScratchDatabase::create(&pg_admin_url()).await.unwrap();
+    PgStore::migrate(&db.settings()).await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(PgStore::connect(&db.settings()).await.unwrap());
+    let actor = Actor::system("test");
+    let created = store
+        .create_workspace(NewWorkspace {
+            name: "Acme".into(),
+            owner_name: "Owner".into(),
+            token_name: "t".into(),
+            token_hash: ClearToken::generate().hash(),
+            actor: actor.clone(),
+        })
+        .await
+        .unwrap();
+    let w = created.workspace.id;
+    let graph =
+        serde_json::from_value(json!({"nodes": [{"id": "n", "position": {"x": 0, "y": 0}}]}))
+            .unwrap();
+    let flow = store
+        .create_flow(
+            w,
+            &actor,
+            NewFlow {
+                name: "chain".into(),
+                description: None,
+                graph,
+            },
+        )
+        .await
+        .unwrap();
+    for i in 0..STEPS {
+        let config = json!({"name": format!("v{i}"), "type": "number", "value": format!("{{{{ trigger.run * 100 + {i} }}}}")});
+        let action = NewAction {
+            flow_id: flow.id,
+            node_id: "n".into(),
+            action_type: ActionType::SetVariable,
+            action_config: config,
+            name: None,
+            position: None,
+            enabled: true,
+            retry: None,
+            timeout_ms: None,
+        };
+        store.create_action(w, &actor, action).await.unwrap();
+    }
+    store.publish_flow(w, &actor, flow.id).await.unwrap();
+    let engine = Engine::new(store.clone(), EngineConfig::default());
+    for run in 0..RUNS {
+        let start = StartRun {
+            flow_id: flow.id,
+            contact_id: None,
+            trigger_kind: TriggerKind::Manual,
+            trigger: json!({"run": run}),
+            input: json!({}),
+        };
+        engine.start(w, start).await.unwrap();
+    }
+
+    let mut workers: Vec<Proc> = (0..3).map(|_| worker(db.url())).collect();
+    wait_for(db.url(), "a quarter of the steps", async |c| {
+        count(
+            c,
+            "SELECT count(*) FROM action_executions WHERE status = 'completed'",
+        )
+        .await
+            >= (RUNS * STEPS / 4) as i64
+    })
+    .await;
+    // One worker dies mid-run; the others rescue what it held once its leases expire.
+    workers[0].signal("-KILL");
+    // Every connection to the database is dropped under the survivors' feet.
+    let mut admin = PgConnection::connect(db.url()).await.unwrap();
+    let dropped: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(!dropped.is_empty());
+    wait_for(db.url(), "every run", async |c| {
+        count(
+            c,
+            "SELECT count(*) FROM flow_executions WHERE status = 'completed'",
+        )
+        .await
+            == RUNS as i64
+    })
+    .await;
+    for worker in workers.iter_mut().skip(1) {
+        worker.signal("-TERM");
+    }
+
+    let mut c = PgConnection::connect(db.url()).await.unwrap();
+    let total = (RUNS * STEPS) as i64;
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM action_executions").await,
+        total,
+        "one row per step"
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM action_executions WHERE status = 'completed'"
+        )
+        .await,
+        total
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM action_attempts WHERE outcome = 'completed'"
+        )
+        .await,
+        total
+    );
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM (SELECT action_execution_id FROM action_attempts WHERE outcome = 'completed' GROUP BY 1 HAVING count(*) > 1) twice").await,
+        0,
+        "no step completed twice"
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM action_attempts a JOIN action_attempts b \
+             ON a.action_execution_id = b.action_execution_id AND a.attempt < b.attempt \
+             WHERE a.finished_at IS NULL OR b.started_at < a.finished_at"
+        )
+        .await,
+        0,
+        "no step was ever held by two workers at once"
+    );
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM action_variables").await,
+        total
+    );
+    let wrong: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM action_variables v JOIN flow_executions e ON e.id = v.flow_execution_id \
+         WHERE (v.value #>> '{}')::numeric <> (e.trigger->>'run')::numeric * 100 + substr(v.name, 2)::numeric",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(wrong, 0, "every variable holds its own run's value");
+    assert!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM action_attempts WHERE outcome = 'worker_lost'"
+        )
+        .await
+            >= 1,
+        "the killed worker's steps were rescued"
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM action_executions WHERE status = 'running'"
+        )
+        .await,
+        0
+    );
+}
+
+fn serve(dir: &Path) -> (Proc, String, Option<String>) {
+    let mut command = Command::new(BIN);
+    command
+        .current_dir(dir)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env_remove("DATABASE_URL")
+        .env_remove("FLOWLINE_DATA_DIR")
+        .env("FLOWLINE_LOG", "warn");
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let proc = Proc(Some(child));
+    let mut token = None;
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server printed its address");
+        if let Some(t) = line.strip_prefix("Owner token (shown once, store it now): ") {
+            token = Some(t.to_owned());
+        }
+        if let Some(rest) = line.strip_prefix("Flowline listening on ") {
+            return (
+                proc,
+                rest.split_whitespace().next().unwrap().to_owned(),
+                token,
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_loses_nothing_it_acknowledged_when_killed_mid_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, base, token) = serve(dir.path());
+    let token = token.unwrap();
+    let client = reqwest::Client::new();
+    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let (client, base, token, acked) = (
+            client.clone(),
+            base.clone(),
+            token.clone(),
+            acked_tx.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let sent = client
+                    .post(format!("{base}/api/flows"))
+                    .bearer_auth(&token)
+                    .json(&json!({"name": format!("w{writer} #{i}")}))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) if response.status() == 201 => {
+                        let body: serde_json::Value = response.json().await.unwrap();
+                        let _ = acked.send(body["id"].as_str().unwrap().to_owned());
+                    }
+                    _ => break,
+                }
+            }
+        }));
+    }
+    drop(acked_tx);
+    let mut acknowledged = Vec::new();
+    while acknowledged.len() < 300 {
+        acknowledged.push(acked_rx.recv().await.expect("acknowledgements"));
+    }
+    server.signal("-KILL");
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    while let Some(id) = acked_rx.recv().await {
+        acknowledged.push(id);
+    }
+    let (_server, base, _) = serve(dir.path());
+    for id in &acknowledged {
+        let response = client
+            .get(format!("{base}/api/flows/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "acknowledged flow {id} was lost");
+    }
+}
