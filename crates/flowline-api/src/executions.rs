@@ -92,6 +92,7 @@ async fn start_execution(
         trigger_kind: TriggerKind::Manual,
         trigger: input.clone(),
         input,
+        dedupe_key: None,
     };
     let execution = state
         .engine
@@ -99,7 +100,8 @@ async fn start_execution(
         .await
         .map_err(|e| match e {
             StartError::Store(e) => ApiError::from(e),
-        })?;
+        })?
+        .execution;
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {

@@ -6,9 +6,10 @@ use axum::http::StatusCode;
 use flowline_core::graph::FlowGraph;
 use flowline_core::id::FlowId;
 use flowline_core::role::Role;
+use flowline_core::schedule::{CronSchedule, Schedule};
 use flowline_core::status::FlowStatus;
 use flowline_core::validation::ValidationErrors;
-use flowline_store::flow::{Flow, FlowFilter, FlowUpdate, NewFlow};
+use flowline_store::flow::{Flow, FlowFilter, FlowUpdate, NewFlow, PlannedSchedule};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -38,6 +39,8 @@ pub struct CreateFlow {
     description: Option<String>,
     /// Nodes and edges (default: empty). A run starts at the first node.
     graph: Option<FlowGraph>,
+    /// Runs the flow by itself on a cron schedule (while it is active).
+    schedule: Option<Schedule>,
 }
 
 /// Changes to a flow; absent fields are kept.
@@ -54,6 +57,28 @@ pub struct UpdateFlow {
     graph: Option<FlowGraph>,
     /// `draft` or `archived` (publishing is `POST /api/flows/{flowId}/publish`).
     status: Option<FlowStatus>,
+    /// A new schedule, or `null` to stop running by itself.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Schedule>)]
+    schedule: Option<Option<Schedule>>,
+}
+
+/// Parses a schedule and plans its next slot.
+fn check_schedule(
+    errors: &mut ValidationErrors,
+    schedule: Option<Schedule>,
+) -> Option<PlannedSchedule> {
+    let schedule = schedule?;
+    match CronSchedule::parse(&schedule) {
+        Ok(parsed) => Some(PlannedSchedule {
+            next_fire_at: parsed.next_after(chrono::Utc::now()),
+            schedule,
+        }),
+        Err(e) => {
+            errors.0.extend(e.prefixed("schedule").0);
+            None
+        }
+    }
 }
 
 fn check_name(errors: &mut ValidationErrors, name: &str) -> String {
@@ -132,6 +157,7 @@ async fn create_flow(
     let description = check_description(&mut errors, body.description);
     let graph = body.graph.unwrap_or_default();
     check_graph(&mut errors, &graph);
+    let schedule = check_schedule(&mut errors, body.schedule);
     errors.into_result().map_err(ApiError::Validation)?;
     let flow = state
         .store
@@ -142,6 +168,7 @@ async fn create_flow(
                 name,
                 description,
                 graph,
+                schedule,
             },
         )
         .await?;
@@ -178,6 +205,7 @@ async fn update_flow(
     if let Some(graph) = &body.graph {
         check_graph(&mut errors, graph);
     }
+    let schedule = body.schedule.map(|s| check_schedule(&mut errors, s));
     if body.status == Some(FlowStatus::Active) {
         errors.push(
             "status",
@@ -196,6 +224,7 @@ async fn update_flow(
                 description,
                 graph: body.graph,
                 status: body.status,
+                schedule,
             },
         )
         .await?;

@@ -13,6 +13,7 @@ pub mod executions;
 pub mod extract;
 pub mod flows;
 pub mod health;
+pub mod hooks;
 pub mod members;
 mod nullable;
 pub mod page;
@@ -67,6 +68,7 @@ impl AppState {
         (name = "actions", description = "Action types and the actions of flows"),
         (name = "flows", description = "Flows and their graphs"),
         (name = "executions", description = "Publishing flows and their runs"),
+        (name = "triggers", description = "Inbound webhooks that start runs"),
         (name = "tokens", description = "API tokens"),
         (name = "members", description = "Workspace members"),
         (name = "audit", description = "Who changed what"),
@@ -102,6 +104,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(actions::router())
         .merge(flows::router())
         .merge(executions::router())
+        .merge(hooks::router())
         .merge(tokens::router())
         .merge(members::router())
         .merge(audit::router())

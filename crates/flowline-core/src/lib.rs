@@ -11,6 +11,7 @@ pub mod graph;
 pub mod id;
 pub mod retry;
 pub mod role;
+pub mod schedule;
 pub mod status;
 pub mod string_enum;
 pub mod token;

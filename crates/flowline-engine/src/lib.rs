@@ -10,6 +10,7 @@
 pub mod backoff;
 pub mod executor;
 pub mod failure;
+mod scheduler;
 pub mod template;
 pub mod walker;
 mod worker;
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use flowline_core::id::{ContactId, FlowId, WorkspaceId};
 use flowline_core::status::{Queue, TriggerKind};
-use flowline_store::execution::{Execution, FlowVersion, NewExecution, NewStep};
+use flowline_store::execution::{FlowVersion, NewExecution, NewStep, Started};
 use flowline_store::{Store, StoreError};
 use serde_json::{Value, json};
 
@@ -108,6 +109,8 @@ pub struct StartRun {
     pub trigger: Value,
     /// Input given at start, `{{ execution.input.… }}`.
     pub input: Value,
+    /// A webhook delivery's id or a schedule slot: the same key starts one run only.
+    pub dedupe_key: Option<String>,
 }
 
 /// The engine of one process.
@@ -191,7 +194,7 @@ impl Engine {
         &self,
         workspace: WorkspaceId,
         run: StartRun,
-    ) -> Result<Execution, StartError> {
+    ) -> Result<Started, StartError> {
         let flow = self.store.get_flow(workspace, run.flow_id).await?;
         if flow.status != flowline_core::status::FlowStatus::Active || flow.version < 1 {
             return Err(StoreError::Conflict(format!(
@@ -201,16 +204,26 @@ impl Engine {
             .into());
         }
         let version = self.version(workspace, flow.id, flow.version).await?;
+        let execution = self.plan(workspace, &version, run)?;
+        Ok(self.store.start_execution(workspace, execution).await?)
+    }
+
+    /// The run to write, its first step chosen by walking from the entry node. A walk that
+    /// fails before any action (a broken condition) is refused as invalid.
+    pub(crate) fn plan(
+        &self,
+        workspace: WorkspaceId,
+        version: &FlowVersion,
+        run: StartRun,
+    ) -> Result<NewExecution, StoreError> {
         let context = json!({
             "contact": run.contact_id.map(|c| json!({"id": c})),
             "vars": {},
             "trigger": run.trigger,
-            "execution": {"flowId": flow.id, "flowVersion": flow.version, "input": run.input},
+            "execution": {"flowId": version.flow_id, "flowVersion": version.version, "input": run.input},
             "workspace": {"id": workspace},
         });
-        // A first walk that fails (a broken condition before any action) still records the run,
-        // failed, so the failure is explained where people look for it.
-        let first_step = match walker::start(&version, &Renderer::new(&context)) {
+        let first_step = match walker::start(version, &Renderer::new(&context)) {
             Ok(Walk::Run(action)) => Some(self.new_step(action)),
             Ok(Walk::Done) => None,
             Err(failure) => {
@@ -219,26 +232,25 @@ impl Engine {
                         "graph",
                         failure.error.message,
                     ),
-                )
-                .into());
+                ));
             }
         };
-        let execution = self
-            .store
-            .start_execution(
-                workspace,
-                NewExecution {
-                    flow_id: flow.id,
-                    flow_version: flow.version,
-                    contact_id: run.contact_id,
-                    trigger_kind: run.trigger_kind,
-                    trigger: run.trigger,
-                    input: run.input,
-                    first_step,
-                },
-            )
-            .await?;
-        Ok(execution)
+        Ok(NewExecution {
+            flow_id: version.flow_id,
+            flow_version: version.version,
+            contact_id: run.contact_id,
+            trigger_kind: run.trigger_kind,
+            trigger: run.trigger,
+            input: run.input,
+            first_step,
+            dedupe_key: run.dedupe_key,
+        })
+    }
+
+    /// Starts the runs of schedules whose slot has come (each slot once, across processes);
+    /// returns how many started.
+    pub async fn run_due_schedules(self: &Arc<Self>) -> Result<usize, StoreError> {
+        scheduler::tick(self).await
     }
 
     /// Runs every due step, claim after claim, until none is due; returns how many ran.

@@ -84,6 +84,10 @@ pub(crate) fn spawn(
         shutdown.clone(),
     )));
     handles.push(tokio::spawn(rescue_loop(engine.clone(), shutdown.clone())));
+    handles.push(tokio::spawn(schedule_loop(
+        engine.clone(),
+        shutdown.clone(),
+    )));
     let relay = engine.clone();
     handles.push(tokio::spawn(async move {
         relay.store.relay_wakeups(shutdown).await
@@ -216,6 +220,23 @@ async fn heartbeat_loop(
                 }
             }
             Err(error) => tracing::warn!(%error, "renewing leases failed"),
+        }
+    }
+}
+
+async fn schedule_loop(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        match engine.run_due_schedules().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(started = n, "started scheduled runs"),
+            Err(error) => tracing::warn!(%error, "running due schedules failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            break;
         }
     }
 }

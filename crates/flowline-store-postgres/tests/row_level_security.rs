@@ -29,6 +29,7 @@ async fn two_workspaces() -> (ScratchDatabase, PgStore, uuid::Uuid, uuid::Uuid) 
                     name: format!("{name} flow"),
                     description: None,
                     graph: simple_graph(),
+                    schedule: None,
                 },
             )
             .await

@@ -311,6 +311,7 @@ pub async fn flows_are_created_listed_filtered_and_paged(store: &dyn Store) {
                     name: format!("flow {i}"),
                     description: Some("d".into()),
                     graph: simple_graph(),
+                    schedule: None,
                 },
             )
             .await
@@ -666,6 +667,7 @@ pub async fn an_action_is_reached_only_through_its_own_flow(store: &dyn Store) {
                 name: "other".into(),
                 description: None,
                 graph: simple_graph(),
+                schedule: None,
             },
         )
         .await

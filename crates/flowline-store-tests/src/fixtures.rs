@@ -44,6 +44,7 @@ pub async fn workspace_with_flow(store: &dyn Store, name: &str) -> (CreatedWorks
                 name: format!("{name} flow"),
                 description: None,
                 graph: simple_graph(),
+                schedule: None,
             },
         )
         .await

@@ -84,10 +84,12 @@ async fn run(
                     node_id: first.node_id.clone(),
                     max_attempts,
                 }),
+                dedupe_key: None,
             },
         )
         .await
         .unwrap()
+        .execution
 }
 
 fn claim(limit: u32, lease: Duration) -> ClaimParams {

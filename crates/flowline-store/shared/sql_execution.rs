@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use flowline_core::id::{ExecutionId, FlowId, StepId, WorkspaceId};
 use flowline_core::status::{ErrorCategory, ExecutionStatus, Severity, StepStatus};
 use flowline_store::execution::{
-    Attempt, Execution, ExecutionDetail, FinishOutcome, FinishStep, FlowVersion, NewExecution,
-    NewStep, Next, Step, StepError, StepResult, Variable, VersionAction,
+    Attempt, DueSchedule, Execution, ExecutionDetail, FinishOutcome, FinishStep, FlowVersion,
+    NewExecution, NewStep, Next, Started, Step, StepError, StepResult, Variable, VersionAction,
 };
 use flowline_store::flow::Flow;
 use flowline_store::page::{Page, PageRequest};
@@ -362,7 +362,7 @@ pub(crate) async fn start_execution(
     tx: &mut Tx,
     workspace: WorkspaceId,
     params: NewExecution,
-) -> StoreResult<Execution> {
+) -> StoreResult<Started> {
     let flow = fetch_flow(tx, workspace, params.flow_id, false).await?;
     match flow.status {
         flowline_core::status::FlowStatus::Active => {}
@@ -372,6 +372,16 @@ pub(crate) async fn start_execution(
             )));
         }
     }
+    start_in(tx, workspace, params).await
+}
+
+/// Writes a run and its first step; the flow was checked by the caller.
+async fn start_in(
+    tx: &mut Tx,
+    workspace: WorkspaceId,
+    params: NewExecution,
+) -> StoreResult<Started> {
+    let flow = fetch_flow(tx, workspace, params.flow_id, false).await?;
     if params.flow_version < 1 || params.flow_version > flow.version {
         return Err(StoreError::Conflict(format!(
             "the flow has no version {}",
@@ -394,10 +404,11 @@ pub(crate) async fn start_execution(
     let at = now();
     let id = ExecutionId::new();
     let done = params.first_step.is_none();
-    sqlx::query(
+    let inserted: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO flow_executions (id, workspace_id, flow_id, flow_version, contact_id, trigger_kind, trigger, \
-         input, status, step_count, created_at, started_at, finished_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $11)",
+         input, status, step_count, created_at, started_at, finished_at, dedupe_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $11, $12) \
+         ON CONFLICT (flow_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id",
     )
     .bind(id.0)
     .bind(workspace.0)
@@ -410,13 +421,130 @@ pub(crate) async fn start_execution(
     .bind(if done { "completed" } else { "pending" })
     .bind(at)
     .bind(done.then_some(at))
-    .execute(&mut **tx)
+    .bind(&params.dedupe_key)
+    .fetch_optional(&mut **tx)
     .await
     .map_err(db_error)?;
+    if inserted.is_none() {
+        // The same delivery or slot started a run before: that run is the answer.
+        let earlier: Uuid = sqlx::query_scalar(
+            "SELECT id FROM flow_executions WHERE workspace_id = $1 AND flow_id = $2 AND dedupe_key = $3",
+        )
+        .bind(workspace.0)
+        .bind(params.flow_id.0)
+        .bind(&params.dedupe_key)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        let execution = fetch_execution(tx, workspace, earlier.into(), false).await?;
+        return Ok(Started {
+            execution,
+            duplicate: true,
+        });
+    }
     if let Some(step) = &params.first_step {
         insert_step(tx, workspace, id, step, at).await?;
     }
-    fetch_execution(tx, workspace, id, false).await
+    let execution = fetch_execution(tx, workspace, id, false).await?;
+    Ok(Started {
+        execution,
+        duplicate: false,
+    })
+}
+
+pub(crate) async fn set_webhook_token(
+    tx: &mut Tx,
+    workspace: WorkspaceId,
+    actor: &Actor,
+    id: FlowId,
+    hash: Option<flowline_core::token::TokenHash>,
+) -> StoreResult<Flow> {
+    let before = fetch_flow(tx, workspace, id, true).await?;
+    sqlx::query("UPDATE flows SET webhook_token_hash = $1, updated_at = $2 WHERE workspace_id = $3 AND id = $4")
+        .bind(hash.as_ref().map(|h| h.0.to_vec()))
+        .bind(now())
+        .bind(workspace.0)
+        .bind(id.0)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    let after = fetch_flow(tx, workspace, id, false).await?;
+    let action = if hash.is_some() {
+        "flow.webhook_rotate"
+    } else {
+        "flow.webhook_remove"
+    };
+    audit(
+        tx,
+        workspace,
+        actor,
+        entry(action, "flow", id, snapshot(&before), snapshot(&after)),
+    )
+    .await?;
+    Ok(after)
+}
+
+pub(crate) async fn due_schedules(tx: &mut Tx, limit: u32) -> StoreResult<Vec<DueSchedule>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: Uuid,
+        workspace_id: Uuid,
+        status: String,
+        version: i32,
+        schedule: Json<serde_json::Value>,
+        next_fire_at: DateTime<Utc>,
+    }
+    let at = db_now(tx).await?;
+    let rows = sqlx::query_as::<_, Row>(
+        "SELECT id, workspace_id, status, version, schedule, next_fire_at FROM flows \
+         WHERE next_fire_at IS NOT NULL AND next_fire_at <= $1 AND schedule IS NOT NULL \
+         ORDER BY next_fire_at LIMIT $2",
+    )
+    .bind(at)
+    .bind(i64::from(limit))
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(DueSchedule {
+                workspace_id: r.workspace_id.into(),
+                flow_id: r.id.into(),
+                active: r.status == "active",
+                version: r.version,
+                schedule: serde_json::from_value(r.schedule.0)
+                    .map_err(|e| corrupt("flow schedule", e))?,
+                slot: r.next_fire_at,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn advance_schedule(
+    tx: &mut Tx,
+    workspace: WorkspaceId,
+    flow: FlowId,
+    slot: DateTime<Utc>,
+    next: Option<DateTime<Utc>>,
+    run: Option<NewExecution>,
+) -> StoreResult<bool> {
+    let moved = sqlx::query(
+        "UPDATE flows SET next_fire_at = $1 WHERE workspace_id = $2 AND id = $3 AND next_fire_at = $4",
+    )
+    .bind(next)
+    .bind(workspace.0)
+    .bind(flow.0)
+    .bind(slot)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    if moved.rows_affected() == 0 {
+        return Ok(false);
+    }
+    if let Some(run) = run {
+        start_in(tx, workspace, run).await?;
+    }
+    Ok(true)
 }
 
 pub(crate) async fn execution_detail(

@@ -237,7 +237,7 @@ const TOKEN_SELECT: &str = "SELECT t.id, t.workspace_id, t.member_id, t.name, m.
      t.last_used_at, t.revoked_at FROM api_tokens t JOIN members m ON m.id = t.member_id";
 
 #[derive(sqlx::FromRow)]
-struct FlowRow {
+pub(crate) struct FlowRow {
     id: Uuid,
     workspace_id: Uuid,
     name: String,
@@ -245,6 +245,9 @@ struct FlowRow {
     status: String,
     version: i32,
     graph: Json<serde_json::Value>,
+    schedule: Option<Json<serde_json::Value>>,
+    next_fire_at: Option<DateTime<Utc>>,
+    webhook: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -260,14 +263,21 @@ impl TryFrom<FlowRow> for Flow {
             status: r.status.parse().map_err(|e| corrupt("flow status", e))?,
             version: r.version,
             graph: serde_json::from_value(r.graph.0).map_err(|e| corrupt("flow graph", e))?,
+            schedule: r
+                .schedule
+                .map(|j| serde_json::from_value(j.0))
+                .transpose()
+                .map_err(|e| corrupt("flow schedule", e))?,
+            next_fire_at: r.next_fire_at,
+            webhook: r.webhook,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
     }
 }
 
-const FLOW_COLUMNS: &str =
-    "id, workspace_id, name, description, status, version, graph, created_at, updated_at";
+pub(crate) const FLOW_COLUMNS: &str = "id, workspace_id, name, description, status, version, graph, schedule, \
+     next_fire_at, webhook_token_hash IS NOT NULL AS webhook, created_at, updated_at";
 
 #[derive(sqlx::FromRow)]
 struct ActionRow {
@@ -1168,12 +1178,15 @@ impl Store for StoreImpl {
             status: FlowStatus::Draft,
             version: 0,
             graph: params.graph,
+            schedule: params.schedule.as_ref().map(|p| p.schedule.clone()),
+            next_fire_at: params.schedule.as_ref().and_then(|p| p.next_fire_at),
+            webhook: false,
             created_at: at,
             updated_at: at,
         };
         sqlx::query(
             "INSERT INTO flows (id, workspace_id, name, description, status, version, graph, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             schedule, next_fire_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(flow.id.0)
         .bind(workspace.0)
@@ -1182,6 +1195,8 @@ impl Store for StoreImpl {
         .bind(flow.status.as_str())
         .bind(flow.version)
         .bind(Json(&flow.graph))
+        .bind(flow.schedule.as_ref().map(Json))
+        .bind(flow.next_fire_at)
         .bind(at)
         .bind(at)
         .execute(&mut *tx)
@@ -1217,6 +1232,10 @@ impl Store for StoreImpl {
         if let Some(status) = update.status {
             after.status = status;
         }
+        if let Some(planned) = update.schedule {
+            after.schedule = planned.as_ref().map(|p| p.schedule.clone());
+            after.next_fire_at = planned.and_then(|p| p.next_fire_at);
+        }
         if let Some(graph) = update.graph {
             let used: Vec<String> = sqlx::query_scalar(
                 "SELECT DISTINCT node_id FROM flow_actions WHERE workspace_id = $2 AND flow_id = $1",
@@ -1248,8 +1267,8 @@ impl Store for StoreImpl {
         }
         after.updated_at = now();
         sqlx::query(
-            "UPDATE flows SET name = $1, description = $2, status = $3, graph = $4, updated_at = $5 \
-             WHERE workspace_id = $6 AND id = $7",
+            "UPDATE flows SET name = $1, description = $2, status = $3, graph = $4, updated_at = $5, \
+             schedule = $8, next_fire_at = $9 WHERE workspace_id = $6 AND id = $7",
         )
         .bind(&after.name)
         .bind(&after.description)
@@ -1258,6 +1277,8 @@ impl Store for StoreImpl {
         .bind(after.updated_at)
         .bind(workspace.0)
         .bind(id.0)
+        .bind(after.schedule.as_ref().map(Json))
+        .bind(after.next_fire_at)
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
@@ -1687,6 +1708,67 @@ impl Store for StoreImpl {
         Ok(Page::from_rows(entries, &page, |e| e.id.0))
     }
 
+    async fn set_webhook_token(
+        &self,
+        workspace: WorkspaceId,
+        actor: &Actor,
+        flow: FlowId,
+        hash: Option<TokenHash>,
+    ) -> StoreResult<Flow> {
+        let mut tx = self.scoped(workspace, Access::Write).await?;
+        let flow = sql_execution::set_webhook_token(&mut tx, workspace, actor, flow, hash).await?;
+        commit(tx).await?;
+        Ok(flow)
+    }
+
+    async fn find_webhook(
+        &self,
+        flow: FlowId,
+        hash: &TokenHash,
+    ) -> StoreResult<Option<WorkspaceId>> {
+        let mut tx = self.begin(Access::Read).await?;
+        present_token(&mut tx, hash).await?;
+        let workspace: Option<Uuid> = sqlx::query_scalar(
+            "SELECT workspace_id FROM flows WHERE id = $1 AND webhook_token_hash = $2",
+        )
+        .bind(flow.0)
+        .bind(&hash.0[..])
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        commit(tx).await?;
+        Ok(workspace.map(WorkspaceId))
+    }
+
+    async fn due_schedules(
+        &self,
+        limit: u32,
+    ) -> StoreResult<Vec<flowline_store::execution::DueSchedule>> {
+        let mut tx = self.begin(Access::Read).await?;
+        enter_engine_scope(&mut tx).await?;
+        let due = sql_execution::due_schedules(&mut tx, limit).await?;
+        commit(tx).await?;
+        Ok(due)
+    }
+
+    async fn advance_schedule(
+        &self,
+        workspace: WorkspaceId,
+        flow: FlowId,
+        slot: DateTime<Utc>,
+        next: Option<DateTime<Utc>>,
+        run: Option<NewExecution>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.scoped(workspace, Access::Write).await?;
+        let advanced =
+            sql_execution::advance_schedule(&mut tx, workspace, flow, slot, next, run).await?;
+        commit(tx).await?;
+        if advanced {
+            self.notify_work();
+        }
+        Ok(advanced)
+    }
+
     async fn publish_flow(
         &self,
         workspace: WorkspaceId,
@@ -1715,7 +1797,7 @@ impl Store for StoreImpl {
         &self,
         workspace: WorkspaceId,
         params: NewExecution,
-    ) -> StoreResult<Execution> {
+    ) -> StoreResult<flowline_store::execution::Started> {
         let mut tx = self.scoped(workspace, Access::Write).await?;
         let execution = sql_execution::start_execution(&mut tx, workspace, params).await?;
         commit(tx).await?;

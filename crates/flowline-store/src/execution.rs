@@ -231,6 +231,34 @@ pub struct NewExecution {
     pub input: serde_json::Value,
     /// The first step; `None` when the flow has nothing to run (the run completes at once).
     pub first_step: Option<NewStep>,
+    /// A webhook delivery or schedule slot: a second start with the same key finds the first run.
+    pub dedupe_key: Option<String>,
+}
+
+/// A started run, or the run an earlier start with the same key made.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Started {
+    /// The run.
+    pub execution: Execution,
+    /// Whether it was started before, by the same delivery or slot.
+    pub duplicate: bool,
+}
+
+/// A schedule whose slot has come.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DueSchedule {
+    /// The workspace.
+    pub workspace_id: WorkspaceId,
+    /// The flow.
+    pub flow_id: FlowId,
+    /// Whether the flow is active (only active flows run; others just move on).
+    pub active: bool,
+    /// The flow's published version.
+    pub version: i32,
+    /// The schedule.
+    pub schedule: flowline_core::schedule::Schedule,
+    /// The slot that came.
+    pub slot: DateTime<Utc>,
 }
 
 /// Which steps a worker claims.

@@ -5,6 +5,7 @@ use flowline_core::action::ActionType;
 use flowline_core::graph::FlowGraph;
 use flowline_core::id::{ActionId, ExecutionId, FlowId, StepId, WorkspaceId};
 use flowline_core::retry::RetryPolicy;
+use flowline_core::schedule::Schedule;
 use flowline_core::status::{ErrorCategory, FlowStatus, StepStatus};
 use serde::Serialize;
 
@@ -26,10 +27,25 @@ pub struct Flow {
     pub version: i32,
     /// The editable graph.
     pub graph: FlowGraph,
+    /// When it runs by itself.
+    pub schedule: Option<Schedule>,
+    /// The next slot of its schedule.
+    pub next_fire_at: Option<DateTime<Utc>>,
+    /// Whether it has an inbound webhook token (`POST /hooks/{flowId}`).
+    pub webhook: bool,
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+}
+
+/// A schedule with its next slot, computed by the caller.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedSchedule {
+    /// The schedule.
+    pub schedule: Schedule,
+    /// Its next slot (`None`: it never fires again).
+    pub next_fire_at: Option<DateTime<Utc>>,
 }
 
 /// Which flows to list.
@@ -48,6 +64,8 @@ pub struct NewFlow {
     pub description: Option<String>,
     /// Its graph, already validated.
     pub graph: FlowGraph,
+    /// Its schedule, already parsed.
+    pub schedule: Option<PlannedSchedule>,
 }
 
 /// Changes to a flow; `None` keeps a field.
@@ -61,6 +79,8 @@ pub struct FlowUpdate {
     pub graph: Option<FlowGraph>,
     /// New status: `draft` or `archived` (publishing is its own operation).
     pub status: Option<FlowStatus>,
+    /// New schedule (`Some(None)` removes it).
+    pub schedule: Option<Option<PlannedSchedule>>,
 }
 
 /// An action of a flow: one typed, validated step a node runs.

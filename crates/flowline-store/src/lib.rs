@@ -22,8 +22,8 @@ use flowline_core::token::TokenHash;
 use audit::{AuditEntry, AuditFilter};
 pub use error::StoreError;
 use execution::{
-    ClaimParams, ClaimedStep, Execution, ExecutionDetail, FinishOutcome, FinishStep, FlowVersion,
-    NewExecution, Variable,
+    ClaimParams, ClaimedStep, DueSchedule, Execution, ExecutionDetail, FinishOutcome, FinishStep,
+    FlowVersion, NewExecution, Started, Variable,
 };
 use flow::{
     ActionUpdate, Flow, FlowAction, FlowFilter, FlowUpdate, NewAction, NewFlow, StepSummary,
@@ -255,12 +255,43 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<FlowVersion>;
 
     /// Starts a run: writes it and its first step in one transaction. The flow must be active
-    /// (conflict otherwise) and the contact, when given, must exist.
+    /// (conflict otherwise) and the contact, when given, must exist. A dedupe key seen before
+    /// returns the earlier run.
     async fn start_execution(
         &self,
         workspace: WorkspaceId,
         params: NewExecution,
-    ) -> StoreResult<Execution>;
+    ) -> StoreResult<Started>;
+
+    /// Sets (or with `None` removes) a flow's inbound webhook token.
+    async fn set_webhook_token(
+        &self,
+        workspace: WorkspaceId,
+        actor: &Actor,
+        flow: FlowId,
+        hash: Option<TokenHash>,
+    ) -> StoreResult<Flow>;
+
+    /// The workspace of the flow whose webhook token has this hash; `None` when none has.
+    async fn find_webhook(
+        &self,
+        flow: FlowId,
+        hash: &TokenHash,
+    ) -> StoreResult<Option<WorkspaceId>>;
+
+    /// Schedules whose slot has come, across workspaces, oldest first.
+    async fn due_schedules(&self, limit: u32) -> StoreResult<Vec<DueSchedule>>;
+
+    /// Moves a flow's schedule from `slot` to `next`, starting `run` (keyed by the slot) in the
+    /// same transaction; `false` when another process moved it first.
+    async fn advance_schedule(
+        &self,
+        workspace: WorkspaceId,
+        flow: FlowId,
+        slot: chrono::DateTime<chrono::Utc>,
+        next: Option<chrono::DateTime<chrono::Utc>>,
+        run: Option<NewExecution>,
+    ) -> StoreResult<bool>;
 
     /// A run with its steps (and their attempts) and variables.
     async fn get_execution(

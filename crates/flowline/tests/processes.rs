@@ -146,6 +146,7 @@ async fn three_workers_run_two_thousand_steps_exactly_once_through_a_sigkill_and
                 name: "chain".into(),
                 description: None,
                 graph,
+                schedule: None,
             },
         )
         .await
@@ -174,6 +175,7 @@ async fn three_workers_run_two_thousand_steps_exactly_once_through_a_sigkill_and
             trigger_kind: TriggerKind::Manual,
             trigger: json!({"run": run}),
             input: json!({}),
+            dedupe_key: None,
         };
         engine.start(w, start).await.unwrap();
     }

@@ -11,3 +11,4 @@ mod executions;
 mod flows;
 mod isolation;
 mod tokens_members;
+mod triggers;
