@@ -174,8 +174,8 @@ async fn the_engine_scope_sees_the_queue_and_nothing_else() {
         .await
         .unwrap();
     for table in [
-        "flows",
         "flow_actions",
+        "flow_versions",
         "members",
         "api_tokens",
         "workspaces",
@@ -190,6 +190,17 @@ async fn the_engine_scope_sees_the_queue_and_nothing_else() {
                 .unwrap();
         assert_eq!(n, 0, "the engine scope showed {table}");
     }
+    // Flows are readable (the scheduler finds due schedules) but not writable in this scope.
+    let flows: i64 = sqlx::query_scalar("SELECT count(*) FROM flows")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(flows, 2);
+    let renamed = sqlx::query("UPDATE flows SET name = 'x'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(renamed.rows_affected(), 0);
     // The run and step tables are readable across workspaces in this scope (empty here).
     let steps: i64 = sqlx::query_scalar("SELECT count(*) FROM action_executions")
         .fetch_one(&mut *tx)
