@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use flowline_store::execution::{ClaimParams, ClaimedStep};
+use flowline_store::execution::{ClaimParams, ClaimedStep, FinishOutcome, FinishStep};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -110,6 +110,24 @@ impl PgStore {
     /// step's commit waits on NOTIFY's global lock.
     pub(crate) fn signal_other_processes(&self) {
         self.outbox.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Records a step's end in a transaction of its own: PostgreSQL takes many writers.
+    pub(crate) async fn write_finish(&self, params: FinishStep) -> StoreResult<FinishOutcome> {
+        let mut tx = self.begin(Access::Write).await?;
+        enter_workspace(&mut tx, params.workspace_id).await?;
+        let outcome = crate::sql_execution::finish_step(&mut tx, &params).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(outcome)
+    }
+
+    /// Claims in a transaction of its own.
+    pub(crate) async fn write_claim(&self, params: &ClaimParams) -> StoreResult<Vec<ClaimedStep>> {
+        let mut tx = self.begin(Access::Write).await?;
+        enter_engine_scope(&mut tx).await?;
+        let claimed = claim(&mut tx, params).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(claimed)
     }
 
     pub(crate) async fn begin(&self, _access: Access) -> StoreResult<Tx> {

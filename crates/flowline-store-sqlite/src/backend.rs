@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use flowline_core::id::WorkspaceId;
@@ -15,7 +15,9 @@ use flowline_store::{StoreError, StoreResult};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use flowline_store::execution::{ClaimParams, ClaimedStep};
+use flowline_store::execution::{ClaimParams, ClaimedStep, FinishOutcome, FinishStep};
+
+use crate::writer::{Job, gone};
 
 use crate::sql_execution::{ClaimedRow, complete_claim};
 use crate::sql_store::{Access, Tx, db_error, now};
@@ -57,6 +59,7 @@ impl SqliteSettings {
 pub struct SqliteStore {
     pool: SqlitePool,
     work: Arc<watch::Sender<u64>>,
+    writer: mpsc::Sender<Job>,
 }
 
 impl SqliteStore {
@@ -77,12 +80,22 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .map_err(db_error)?;
+        // The writer's own connection, for group commits (see `writer`).
+        let writer_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
             .connect_with(options)
             .await
             .map_err(db_error)?;
+        let (writer, jobs) = mpsc::channel(4096);
+        tokio::spawn(crate::writer::run(writer_pool, jobs));
         Ok(Self {
             pool,
             work: Arc::new(watch::Sender::new(0)),
+            writer,
         })
     }
 
@@ -97,6 +110,26 @@ impl SqliteStore {
     /// The connection pool, for backend-specific tests and tools.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Records a step's end through the writer's next group commit.
+    pub(crate) async fn write_finish(&self, params: FinishStep) -> StoreResult<FinishOutcome> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(Job::Finish(Box::new(params), reply))
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// Claims through the writer's next group commit.
+    pub(crate) async fn write_claim(&self, params: &ClaimParams) -> StoreResult<Vec<ClaimedStep>> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(Job::Claim(params.clone(), reply))
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     pub(crate) fn work_signal(&self) -> &watch::Sender<u64> {

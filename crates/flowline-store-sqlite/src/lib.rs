@@ -11,5 +11,6 @@ mod backend;
 mod sql_execution;
 #[path = "../../flowline-store/shared/sql_store.rs"]
 mod sql_store;
+mod writer;
 
 pub use backend::{SqliteSettings, SqliteStore};

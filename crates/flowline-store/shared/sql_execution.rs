@@ -819,7 +819,7 @@ async fn apply_next(
     Ok(())
 }
 
-pub(crate) async fn finish_step(tx: &mut Tx, params: FinishStep) -> StoreResult<FinishOutcome> {
+pub(crate) async fn finish_step(tx: &mut Tx, params: &FinishStep) -> StoreResult<FinishOutcome> {
     let workspace = params.workspace_id;
     let status: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT status FROM flow_executions WHERE workspace_id = $1 AND id = $2 {FOR_UPDATE}"

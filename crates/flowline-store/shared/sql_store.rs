@@ -1865,11 +1865,7 @@ impl Store for StoreImpl {
     }
 
     async fn claim_steps(&self, params: &ClaimParams) -> StoreResult<Vec<ClaimedStep>> {
-        let mut tx = self.begin(Access::Write).await?;
-        enter_engine_scope(&mut tx).await?;
-        let claimed = crate::backend::claim(&mut tx, params).await?;
-        commit(tx).await?;
-        Ok(claimed)
+        self.write_claim(params).await
     }
 
     async fn heartbeat_steps(
@@ -1898,9 +1894,7 @@ impl Store for StoreImpl {
                 ..
             } | flowline_store::execution::StepResult::RetryLater { .. }
         );
-        let mut tx = self.scoped(params.workspace_id, Access::Write).await?;
-        let outcome = sql_execution::finish_step(&mut tx, params).await?;
-        commit(tx).await?;
+        let outcome = self.write_finish(params).await?;
         if queues_more && outcome == FinishOutcome::Applied {
             self.notify_work();
         }

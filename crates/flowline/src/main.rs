@@ -3,6 +3,7 @@
 //! storage backend.
 
 mod admin;
+mod bench;
 mod config;
 mod database;
 mod serve;
@@ -35,6 +36,8 @@ enum Command {
     /// Runs the engine's workers only (no HTTP): add processes like this one to share the
     /// work of a PostgreSQL database.
     Worker,
+    /// Measures the engine: steps/s, schedule-to-start latency, peak RSS, and the disk's flush rate.
+    Bench(bench::BenchArgs),
     /// Brings the database schema up to date and exits.
     Migrate,
     /// Workspace administration.
@@ -105,6 +108,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve { bind } => serve::run(config, bind).await,
             Command::Worker => serve::run_worker(config).await,
+            Command::Bench(args) => bench::run(args).await,
             Command::Migrate => admin::migrate(&config).await,
             Command::Workspace {
                 command: WorkspaceCommand::Create { name, json },

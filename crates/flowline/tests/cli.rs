@@ -301,3 +301,21 @@ fn a_bad_configuration_is_refused_at_start() {
         .unwrap();
     assert!(!output.status.success());
 }
+
+#[test]
+fn bench_prints_its_figures_as_one_json_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = flowline(dir.path(), None)
+        .args(["bench", "--executions", "20", "--steps", "3", "--json"])
+        .output()
+        .unwrap();
+    let figures = json_line(&output);
+    assert_eq!(figures["backend"], "sqlite");
+    assert_eq!(figures["steps"], 60);
+    for field in ["stepsPerSecond", "peakRssMb", "flushesPerSecond"] {
+        assert!(figures[field].as_f64().is_some_and(|v| v > 0.0), "{field}: {figures}");
+    }
+    for p in ["p50", "p95", "p99"] {
+        assert!(figures["latencyMs"][p].as_f64().is_some_and(|v| v >= 0.0), "{p}: {figures}");
+    }
+}

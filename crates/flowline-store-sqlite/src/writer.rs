@@ -1,0 +1,116 @@
+//! Group commit for SQLite's one writer.
+//!
+//! SQLite lets one connection write at a time, and every commit waits for the disk. Workers
+//! therefore do not write their claims and step ends themselves: they hand them to one writer
+//! task, which runs whatever has queued up meanwhile in a single transaction on its own
+//! connection and commits once, then answers each. Under load a commit carries many steps; idle,
+//! a step waits for nothing. If a batch fails, it is rolled back and each job is run alone, so
+//! one bad job cannot fail the others.
+
+use flowline_store::execution::{ClaimParams, ClaimedStep, FinishOutcome, FinishStep};
+use flowline_store::{StoreError, StoreResult};
+use sqlx::SqlitePool;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::backend::claim;
+use crate::sql_execution::finish_step;
+use crate::sql_store::{Tx, db_error};
+
+/// The most jobs one commit carries.
+const MAX_BATCH: usize = 512;
+
+/// A write the writer task runs.
+pub(crate) enum Job {
+    /// Record how a claimed step ended.
+    Finish(Box<FinishStep>, oneshot::Sender<StoreResult<FinishOutcome>>),
+    /// Claim due steps.
+    Claim(ClaimParams, oneshot::Sender<StoreResult<Vec<ClaimedStep>>>),
+}
+
+enum Done {
+    Finish(FinishOutcome),
+    Claim(Vec<ClaimedStep>),
+}
+
+/// Runs jobs until every sender is gone.
+pub(crate) async fn run(pool: SqlitePool, mut jobs: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = jobs.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        match together(&pool, &batch).await {
+            Ok(results) => {
+                for (job, result) in batch.drain(..).zip(results) {
+                    reply(job, Ok(result));
+                }
+            }
+            Err(_) => {
+                for job in batch.drain(..) {
+                    let result = alone(&pool, &job).await;
+                    reply(job, result);
+                }
+            }
+        }
+    }
+}
+
+async fn one(tx: &mut Tx, job: &Job) -> StoreResult<Done> {
+    Ok(match job {
+        Job::Finish(params, _) => Done::Finish(finish_step(tx, params).await?),
+        Job::Claim(params, _) => Done::Claim(claim(tx, params).await?),
+    })
+}
+
+async fn together(pool: &SqlitePool, batch: &[Job]) -> StoreResult<Vec<Done>> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        results.push(one(&mut tx, job).await?);
+    }
+    tx.commit().await.map_err(db_error)?;
+    Ok(results)
+}
+
+async fn alone(pool: &SqlitePool, job: &Job) -> StoreResult<Done> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+    let result = one(&mut tx, job).await?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(result)
+}
+
+fn reply(job: Job, result: StoreResult<Done>) {
+    match (job, result) {
+        (Job::Finish(_, tx), Ok(Done::Finish(outcome))) => {
+            let _ = tx.send(Ok(outcome));
+        }
+        (Job::Claim(_, tx), Ok(Done::Claim(claimed))) => {
+            let _ = tx.send(Ok(claimed));
+        }
+        (Job::Finish(_, tx), Err(e)) => {
+            let _ = tx.send(Err(e));
+        }
+        (Job::Claim(_, tx), Err(e)) => {
+            let _ = tx.send(Err(e));
+        }
+        (Job::Finish(_, tx), Ok(Done::Claim(_))) => {
+            let _ = tx.send(Err(mismatch()));
+        }
+        (Job::Claim(_, tx), Ok(Done::Finish(_))) => {
+            let _ = tx.send(Err(mismatch()));
+        }
+    }
+}
+
+fn mismatch() -> StoreError {
+    StoreError::Backend("the writer answered a job with another job's result".into())
+}
+
+/// The writer task is gone (the store is shutting down).
+pub(crate) fn gone() -> StoreError {
+    StoreError::Backend("the SQLite writer task has stopped".into())
+}

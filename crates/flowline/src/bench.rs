@@ -1,0 +1,393 @@
+//! `flowline bench`: the engine's throughput and latency on this machine, with the disk's own
+//! flush rate beside them (this machine's disk throttles under sustained writes, so figures
+//! taken in different disk states cannot be compared without it).
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use flowline_core::action::ActionType;
+use flowline_core::status::{ExecutionStatus, TriggerKind};
+use flowline_core::token::ClearToken;
+use flowline_engine::{Engine, EngineConfig, StartRun};
+use flowline_store::Store;
+use flowline_store::flow::{Flow, NewAction, NewFlow};
+use flowline_store::page::PageRequest;
+use flowline_store::tenancy::{Actor, NewWorkspace};
+use flowline_store_postgres::PgStore;
+use flowline_store_postgres::scratch::ScratchDatabase;
+use flowline_store_sqlite::{SqliteSettings, SqliteStore};
+use serde_json::json;
+
+/// What to run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Runs to enqueue before the workers start.
+    #[arg(long, default_value_t = 2_000)]
+    pub executions: usize,
+    /// `set_variable` steps per run.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Worker processes (`flowline worker`); 1 runs the workers in this process.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// A PostgreSQL URL with the right to create databases; a scratch database is created
+    /// through it and dropped after. Without it, a fresh SQLite file is used.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where the bench runs, kept alive until it ends.
+enum Backend {
+    Sqlite,
+    Postgres(ScratchDatabase),
+}
+
+fn rss_mb(pid: Option<u32>) -> f64 {
+    let path = pid.map_or("/proc/self/status".to_owned(), |p| {
+        format!("/proc/{p}/status")
+    });
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Durable commits the disk under `dir` does per second: 8 KiB write + fdatasync, for a second.
+fn flushes_per_second(dir: &std::path::Path) -> anyhow::Result<f64> {
+    let path = dir.join("flush-probe");
+    let mut file = std::fs::File::create(&path).context("creating the flush probe")?;
+    let block = vec![0x5au8; 8192];
+    let started = Instant::now();
+    let mut flushes = 0u64;
+    while started.elapsed() < Duration::from_secs(1) {
+        file.write_all(&block)?;
+        file.sync_data()?;
+        flushes += 1;
+    }
+    let rate = flushes as f64 / started.elapsed().as_secs_f64();
+    drop(file);
+    let _ = std::fs::remove_file(path);
+    Ok(rate)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+async fn chain_flow(
+    store: &dyn Store,
+    workspace: flowline_core::id::WorkspaceId,
+    steps: usize,
+) -> anyhow::Result<Flow> {
+    let actor = Actor::system("bench");
+    let graph =
+        serde_json::from_value(json!({"nodes": [{"id": "n", "position": {"x": 0, "y": 0}}]}))?;
+    let flow = store
+        .create_flow(
+            workspace,
+            &actor,
+            NewFlow {
+                name: format!("{steps} steps"),
+                description: None,
+                graph,
+                schedule: None,
+            },
+        )
+        .await?;
+    for i in 0..steps {
+        store
+            .create_action(
+                workspace,
+                &actor,
+                NewAction {
+                    flow_id: flow.id,
+                    node_id: "n".into(),
+                    action_type: ActionType::SetVariable,
+                    action_config: json!({"name": format!("v{i}"), "type": "number", "value": format!("{{{{ trigger.run + {i} }}}}")}),
+                    name: None,
+                    position: None,
+                    enabled: true,
+                    retry: None,
+                    timeout_ms: None,
+                },
+            )
+            .await?;
+    }
+    Ok(store.publish_flow(workspace, &actor, flow.id).await?)
+}
+
+fn start(flow: &Flow, run: usize) -> StartRun {
+    StartRun {
+        flow_id: flow.id,
+        contact_id: None,
+        trigger_kind: TriggerKind::Manual,
+        trigger: json!({"run": run}),
+        input: json!({}),
+        dedupe_key: None,
+    }
+}
+
+struct Workers {
+    children: Vec<Child>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Workers {
+    fn start(engine: &Arc<Engine>, count: usize, url: Option<&str>) -> anyhow::Result<Self> {
+        if count <= 1 {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let handles = engine.spawn_workers(stopped);
+            return Ok(Self {
+                children: Vec::new(),
+                stop: Some(stop),
+                handles,
+            });
+        }
+        let url = url.context("several worker processes need PostgreSQL (--database-url)")?;
+        let exe = std::env::current_exe().context("finding the flowline binary")?;
+        let children = (0..count)
+            .map(|_| {
+                Command::new(&exe)
+                    .arg("worker")
+                    .env("DATABASE_URL", url)
+                    .env("FLOWLINE_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("starting a worker process")
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self {
+            children,
+            stop: None,
+            handles: Vec::new(),
+        })
+    }
+
+    fn peak_rss_mb(&self) -> f64 {
+        self.children
+            .iter()
+            .map(|c| rss_mb(Some(c.id())))
+            .fold(rss_mb(None), f64::max)
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+        for handle in self.handles.drain(..) {
+            let _ = handle.await;
+        }
+        for child in &mut self.children {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs the bench and prints its figures.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.executions >= 1 && args.steps >= 1,
+        "--executions and --steps must be at least 1"
+    );
+    let scratch_dir = tempfile::tempdir().context("creating a scratch folder")?;
+    let flushes = flushes_per_second(scratch_dir.path())?;
+    let (store, backend, label): (Arc<dyn Store>, Backend, &str) = match &args.database_url {
+        Some(url) => {
+            let db = ScratchDatabase::create(url)
+                .await
+                .context("creating a scratch database (needs CREATEDB)")?;
+            let mut settings = db.settings();
+            settings.max_connections = 20;
+            PgStore::migrate(&settings).await?;
+            let store = PgStore::connect(&settings).await?;
+            (Arc::new(store), Backend::Postgres(db), "postgresql")
+        }
+        None => {
+            let settings = SqliteSettings::new(scratch_dir.path().join("bench.db"));
+            let store = SqliteStore::open(&settings).await?;
+            store.migrate().await?;
+            (Arc::new(store), Backend::Sqlite, "sqlite")
+        }
+    };
+    let url = match &backend {
+        Backend::Postgres(db) => Some(db.url().to_owned()),
+        Backend::Sqlite => None,
+    };
+    let created = store
+        .create_workspace(NewWorkspace {
+            name: "bench".into(),
+            owner_name: "bench".into(),
+            token_name: "bench".into(),
+            token_hash: ClearToken::generate().hash(),
+            actor: Actor::system("bench"),
+        })
+        .await?;
+    let workspace = created.workspace.id;
+    let flow = chain_flow(&*store, workspace, args.steps).await?;
+    let engine = Engine::new(store.clone(), EngineConfig::default());
+    let progress = !args.json;
+
+    // Enqueue everything first: the workers then face the whole backlog.
+    let enqueue_started = Instant::now();
+    for run in 0..args.executions {
+        engine.start(workspace, start(&flow, run)).await?;
+        if progress && run % 1_000 == 0 {
+            eprint!("\renqueuing {run}/{}", args.executions);
+        }
+    }
+    let enqueue_seconds = enqueue_started.elapsed().as_secs_f64();
+    let total_steps = args.executions * args.steps;
+
+    let workers = Workers::start(&engine, args.workers, url.as_deref())?;
+    let started = Instant::now();
+    let mut peak_rss = 0f64;
+    loop {
+        let done = completed_runs(&*store, workspace, flow.id, args.executions).await?;
+        peak_rss = peak_rss.max(workers.peak_rss_mb());
+        if progress {
+            let width = 40;
+            let filled = done * width / args.executions;
+            eprint!(
+                "\r[{}{}] {done}/{} runs, {:.1}s   ",
+                "#".repeat(filled),
+                ".".repeat(width - filled),
+                args.executions,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        if done >= args.executions {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let steps_per_second = total_steps as f64 / seconds;
+    if progress {
+        eprintln!();
+    }
+
+    // Latency when not saturated: single-step runs started one at a time.
+    let single = chain_flow(&*store, workspace, 1).await?;
+    let mut latencies = Vec::new();
+    let mut ids = Vec::new();
+    for run in 0..300 {
+        ids.push(
+            engine
+                .start(workspace, start(&single, run))
+                .await?
+                .execution
+                .id,
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    while completed_runs(&*store, workspace, single.id, ids.len()).await? < ids.len() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in ids {
+        let detail = store.get_execution(workspace, id).await?;
+        for step in detail.steps {
+            if let Some(first) = step.attempts.first() {
+                latencies.push(
+                    (first.started_at - step.created_at)
+                        .num_microseconds()
+                        .unwrap_or(0) as f64
+                        / 1000.0,
+                );
+            }
+        }
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    peak_rss = peak_rss.max(workers.peak_rss_mb());
+    workers.stop().await;
+    drop(engine);
+    drop(store);
+    drop(backend);
+
+    let result = json!({
+        "backend": label,
+        "executions": args.executions,
+        "stepsPerExecution": args.steps,
+        "steps": total_steps,
+        "workers": args.workers,
+        "seconds": seconds,
+        "enqueueSeconds": enqueue_seconds,
+        "stepsPerSecond": steps_per_second,
+        "latencyMs": {"p50": percentile(&latencies, 50.0), "p95": percentile(&latencies, 95.0), "p99": percentile(&latencies, 99.0)},
+        "peakRssMb": peak_rss,
+        "flushesPerSecond": flushes,
+    });
+    if args.json {
+        println!("{result}");
+    } else {
+        println!(
+            "backend            {label} ({} worker process{})",
+            args.workers,
+            if args.workers == 1 { "" } else { "es" }
+        );
+        println!("disk               {flushes:.0} durable flushes/s (write + fdatasync)");
+        println!(
+            "backlog            {} runs x {} steps = {total_steps} steps, enqueued in {enqueue_seconds:.1}s",
+            args.executions, args.steps
+        );
+        println!("throughput         {steps_per_second:.0} steps/s ({seconds:.1}s)");
+        println!(
+            "schedule-to-start  p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms (unsaturated, {} runs)",
+            percentile(&latencies, 50.0),
+            percentile(&latencies, 95.0),
+            percentile(&latencies, 99.0),
+            latencies.len()
+        );
+        println!("peak RSS           {peak_rss:.0} MB");
+    }
+    Ok(())
+}
+
+/// How many of the flow's runs finished (counted page by page, newest first).
+async fn completed_runs(
+    store: &dyn Store,
+    workspace: flowline_core::id::WorkspaceId,
+    flow: flowline_core::id::FlowId,
+    expected: usize,
+) -> anyhow::Result<usize> {
+    let mut done = 0;
+    let mut seen = 0;
+    let mut page = PageRequest::first(200);
+    loop {
+        let batch = store.list_executions(workspace, flow, page).await?;
+        seen += batch.items.len();
+        done += batch
+            .items
+            .iter()
+            .filter(|e| e.status == ExecutionStatus::Completed || e.status.is_finished())
+            .count();
+        match batch.next_cursor {
+            Some(cursor) if seen < expected => {
+                page = PageRequest {
+                    limit: 200,
+                    cursor: Some(cursor),
+                }
+            }
+            _ => return Ok(done),
+        }
+    }
+}
