@@ -290,10 +290,7 @@ pub(crate) async fn run_step(
     let version = engine
         .version(step.workspace_id, step.flow_id, step.flow_version)
         .await?;
-    let mut variables = engine
-        .store
-        .execution_variables(step.workspace_id, step.execution_id)
-        .await?;
+    let mut variables = step.variables.clone();
     let renderer = Renderer::new(&context(&step, &variables));
     let Some(action) = version.action(step.action_id) else {
         let failure = internal(format!(

@@ -821,27 +821,21 @@ async fn apply_next(
 
 pub(crate) async fn finish_step(tx: &mut Tx, params: &FinishStep) -> StoreResult<FinishOutcome> {
     let workspace = params.workspace_id;
-    let status: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT status FROM flow_executions WHERE workspace_id = $1 AND id = $2 {FOR_UPDATE}"
+    // The guard and the run's status in one read; on PostgreSQL it locks both rows, so a
+    // cancel and this report apply one after the other.
+    let held: Option<(i32, String)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT s.attempt, e.status FROM action_executions s JOIN flow_executions e ON e.id = s.flow_execution_id \
+         WHERE s.id = $1 AND s.workspace_id = $2 AND s.status = 'running' AND s.lease_token = $3 \
+         AND e.id = $4 {FOR_UPDATE}"
     )))
+    .bind(params.step_id.0)
     .bind(workspace.0)
+    .bind(params.lease_token)
     .bind(params.execution_id.0)
     .fetch_optional(&mut **tx)
     .await
     .map_err(db_error)?;
-    let Some(status) = status else {
-        return Ok(FinishOutcome::LeaseLost);
-    };
-    let attempt: Option<i32> = sqlx::query_scalar(
-        "SELECT attempt FROM action_executions WHERE id = $1 AND workspace_id = $2 AND status = 'running' AND lease_token = $3",
-    )
-    .bind(params.step_id.0)
-    .bind(workspace.0)
-    .bind(params.lease_token)
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(db_error)?;
-    let Some(attempt) = attempt else {
+    let Some((attempt, status)) = held else {
         return Ok(FinishOutcome::LeaseLost);
     };
     let at = db_now(tx).await?;
@@ -1125,18 +1119,28 @@ pub(crate) async fn complete_claim(
         trigger: Json<serde_json::Value>,
         input: Json<serde_json::Value>,
         step_count: i32,
+        status: String,
     }
     let mut claimed = Vec::with_capacity(rows.len());
     for row in rows {
-        sqlx::query(
-            "UPDATE flow_executions SET status = 'running', started_at = COALESCE(started_at, $1) \
-             WHERE id = $2 AND status = 'pending'",
+        let run = sqlx::query_as::<_, RunRow>(
+            "SELECT flow_id, flow_version, contact_id, trigger, input, step_count, status FROM flow_executions WHERE id = $1",
         )
-        .bind(at)
         .bind(row.flow_execution_id)
-        .execute(&mut **tx)
+        .fetch_one(&mut **tx)
         .await
         .map_err(db_error)?;
+        if run.status == "pending" {
+            sqlx::query(
+                "UPDATE flow_executions SET status = 'running', started_at = COALESCE(started_at, $1) \
+                 WHERE id = $2 AND status = 'pending'",
+            )
+            .bind(at)
+            .bind(row.flow_execution_id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        }
         sqlx::query(
             "INSERT INTO action_attempts (id, workspace_id, action_execution_id, attempt, started_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (action_execution_id, attempt) DO NOTHING",
@@ -1149,13 +1153,13 @@ pub(crate) async fn complete_claim(
         .execute(&mut **tx)
         .await
         .map_err(db_error)?;
-        let run = sqlx::query_as::<_, RunRow>(
-            "SELECT flow_id, flow_version, contact_id, trigger, input, step_count FROM flow_executions WHERE id = $1",
-        )
-        .bind(row.flow_execution_id)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db_error)?;
+        // The run's variables come with the claim, read in the same transaction, so a worker
+        // needs no read of its own before it runs the step.
+        let variables = if run.step_count > 1 {
+            fetch_variables(tx, row.workspace_id.into(), row.flow_execution_id.into()).await?
+        } else {
+            Vec::new()
+        };
         claimed.push(flowline_store::execution::ClaimedStep {
             id: row.id.into(),
             workspace_id: row.workspace_id.into(),
@@ -1171,6 +1175,7 @@ pub(crate) async fn complete_claim(
             attempt: row.attempt,
             max_attempts: row.max_attempts,
             lease_token,
+            variables,
         });
     }
     Ok(claimed)

@@ -307,6 +307,8 @@ pub struct ClaimedStep {
     pub max_attempts: i32,
     /// The lease token guarding every later write.
     pub lease_token: Uuid,
+    /// The run's variables as of the claim.
+    pub variables: Vec<Variable>,
 }
 
 /// How a step ended this attempt, and what the run does next.

@@ -313,9 +313,15 @@ fn bench_prints_its_figures_as_one_json_object() {
     assert_eq!(figures["backend"], "sqlite");
     assert_eq!(figures["steps"], 60);
     for field in ["stepsPerSecond", "peakRssMb", "flushesPerSecond"] {
-        assert!(figures[field].as_f64().is_some_and(|v| v > 0.0), "{field}: {figures}");
+        assert!(
+            figures[field].as_f64().is_some_and(|v| v > 0.0),
+            "{field}: {figures}"
+        );
     }
     for p in ["p50", "p95", "p99"] {
-        assert!(figures["latencyMs"][p].as_f64().is_some_and(|v| v >= 0.0), "{p}: {figures}");
+        assert!(
+            figures["latencyMs"][p].as_f64().is_some_and(|v| v >= 0.0),
+            "{p}: {figures}"
+        );
     }
 }
