@@ -25,9 +25,14 @@ pub struct TemplateError {
 
 /// Renders templates against one context.
 pub struct Renderer {
-    env: Environment<'static>,
+    env: &'static Environment<'static>,
     context: minijinja::Value,
 }
+
+/// One environment for every render: its settings never change (fuel is counted per render),
+/// and building one per step would cost more than most steps' templates.
+static ENVIRONMENT: std::sync::LazyLock<Environment<'static>> =
+    std::sync::LazyLock::new(environment);
 
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
@@ -47,7 +52,7 @@ impl Renderer {
     /// A renderer over `context` (a JSON object: contact, vars, trigger, execution, workspace).
     pub fn new(context: &Value) -> Self {
         Self {
-            env: environment(),
+            env: &ENVIRONMENT,
             context: minijinja::Value::from(minijinja::value::Serde(context)),
         }
     }

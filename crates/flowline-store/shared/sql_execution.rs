@@ -13,11 +13,13 @@ use flowline_store::flow::Flow;
 use flowline_store::page::{Page, PageRequest};
 use flowline_store::tenancy::Actor;
 use flowline_store::{StoreError, StoreResult};
-use sqlx::AssertSqlSafe;
+use std::collections::HashMap;
+
 use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, QueryBuilder};
 use uuid::Uuid;
 
-use crate::backend::{FOR_UPDATE, db_now};
+use crate::backend::{Db, FOR_UPDATE, db_now};
 use crate::sql_store::{
     Tx, audit, corrupt, db_error, entry, fetch_flow, now, snapshot, sort_actions,
 };
@@ -1113,6 +1115,7 @@ pub(crate) async fn complete_claim(
 ) -> StoreResult<Vec<flowline_store::execution::ClaimedStep>> {
     #[derive(sqlx::FromRow)]
     struct RunRow {
+        id: Uuid,
         flow_id: Uuid,
         flow_version: i32,
         contact_id: Option<Uuid>,
@@ -1121,45 +1124,99 @@ pub(crate) async fn complete_claim(
         step_count: i32,
         status: String,
     }
+    #[derive(sqlx::FromRow)]
+    struct RunVariable {
+        flow_execution_id: Uuid,
+        name: String,
+        #[sqlx(rename = "type")]
+        variable_type: String,
+        value: Json<serde_json::Value>,
+    }
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    // A handful of statements for the whole batch, whatever its size: each statement is a
+    // round trip, and round trips, not SQL, bound a claim's cost.
+    let mut runs_ids: Vec<Uuid> = rows.iter().map(|r| r.flow_execution_id).collect();
+    runs_ids.sort();
+    runs_ids.dedup();
+    let mut query = QueryBuilder::<Db>::new(
+        "SELECT id, flow_id, flow_version, contact_id, trigger, input, step_count, status FROM flow_executions WHERE id IN (",
+    );
+    push_ids(&mut query, &runs_ids);
+    let runs: HashMap<Uuid, RunRow> = query
+        .build_query_as::<RunRow>()
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(|r| (r.id, r))
+        .collect();
+    let starting: Vec<Uuid> = runs
+        .values()
+        .filter(|r| r.status == "pending")
+        .map(|r| r.id)
+        .collect();
+    if !starting.is_empty() {
+        let mut query = QueryBuilder::<Db>::new(
+            "UPDATE flow_executions SET status = 'running', started_at = COALESCE(started_at, ",
+        );
+        query
+            .push_bind(at)
+            .push(") WHERE status = 'pending' AND id IN (");
+        push_ids(&mut query, &starting);
+        query.build().execute(&mut **tx).await.map_err(db_error)?;
+    }
+    let mut query = QueryBuilder::<Db>::new(
+        "INSERT INTO action_attempts (id, workspace_id, action_execution_id, attempt, started_at) ",
+    );
+    query.push_values(&rows, |mut values, row| {
+        values
+            .push_bind(Uuid::now_v7())
+            .push_bind(row.workspace_id)
+            .push_bind(row.id)
+            .push_bind(row.attempt)
+            .push_bind(at);
+    });
+    query.push(" ON CONFLICT (action_execution_id, attempt) DO NOTHING");
+    query.build().execute(&mut **tx).await.map_err(db_error)?;
+    // The runs' variables come with the claim, so a worker needs no read of its own. A run
+    // whose only step is this one has none yet.
+    let with_variables: Vec<Uuid> = runs
+        .values()
+        .filter(|r| r.step_count > 1)
+        .map(|r| r.id)
+        .collect();
+    let mut variables: HashMap<Uuid, Vec<Variable>> = HashMap::new();
+    if !with_variables.is_empty() {
+        let mut query = QueryBuilder::<Db>::new(
+            "SELECT flow_execution_id, name, type, value FROM action_variables WHERE flow_execution_id IN (",
+        );
+        push_ids(&mut query, &with_variables);
+        for row in query
+            .build_query_as::<RunVariable>()
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db_error)?
+        {
+            variables
+                .entry(row.flow_execution_id)
+                .or_default()
+                .push(Variable {
+                    name: row.name,
+                    variable_type: row
+                        .variable_type
+                        .parse()
+                        .map_err(|e| corrupt("variable type", e))?,
+                    value: row.value.0,
+                });
+        }
+    }
     let mut claimed = Vec::with_capacity(rows.len());
     for row in rows {
-        let run = sqlx::query_as::<_, RunRow>(
-            "SELECT flow_id, flow_version, contact_id, trigger, input, step_count, status FROM flow_executions WHERE id = $1",
-        )
-        .bind(row.flow_execution_id)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db_error)?;
-        if run.status == "pending" {
-            sqlx::query(
-                "UPDATE flow_executions SET status = 'running', started_at = COALESCE(started_at, $1) \
-                 WHERE id = $2 AND status = 'pending'",
-            )
-            .bind(at)
-            .bind(row.flow_execution_id)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_error)?;
-        }
-        sqlx::query(
-            "INSERT INTO action_attempts (id, workspace_id, action_execution_id, attempt, started_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (action_execution_id, attempt) DO NOTHING",
-        )
-        .bind(Uuid::now_v7())
-        .bind(row.workspace_id)
-        .bind(row.id)
-        .bind(row.attempt)
-        .bind(at)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_error)?;
-        // The run's variables come with the claim, read in the same transaction, so a worker
-        // needs no read of its own before it runs the step.
-        let variables = if run.step_count > 1 {
-            fetch_variables(tx, row.workspace_id.into(), row.flow_execution_id.into()).await?
-        } else {
-            Vec::new()
-        };
+        let run = runs
+            .get(&row.flow_execution_id)
+            .ok_or_else(|| corrupt("step", format!("run {} is missing", row.flow_execution_id)))?;
         claimed.push(flowline_store::execution::ClaimedStep {
             id: row.id.into(),
             workspace_id: row.workspace_id.into(),
@@ -1167,16 +1224,28 @@ pub(crate) async fn complete_claim(
             flow_id: run.flow_id.into(),
             flow_version: run.flow_version,
             contact_id: run.contact_id.map(Into::into),
-            trigger: run.trigger.0,
-            input: run.input.0,
+            trigger: run.trigger.0.clone(),
+            input: run.input.0.clone(),
             step_count: run.step_count,
             action_id: row.action_id.into(),
             node_id: row.node_id,
             attempt: row.attempt,
             max_attempts: row.max_attempts,
             lease_token,
-            variables,
+            variables: variables
+                .get(&row.flow_execution_id)
+                .cloned()
+                .unwrap_or_default(),
         });
     }
     Ok(claimed)
+}
+
+/// `id1, id2, …)` as bound parameters, closing an `IN (` list.
+fn push_ids(query: &mut QueryBuilder<Db>, ids: &[Uuid]) {
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    query.push(")");
 }

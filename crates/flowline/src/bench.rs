@@ -163,7 +163,9 @@ impl Workers {
         // This process starts runs; the workers are elsewhere: relay its wake-ups to them.
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let relay = engine.store().clone();
-        let handles = vec![tokio::spawn(async move { relay.relay_wakeups(stopped).await })];
+        let handles = vec![tokio::spawn(
+            async move { relay.relay_wakeups(stopped).await },
+        )];
         let exe = std::env::current_exe().context("finding the flowline binary")?;
         let children = (0..count)
             .map(|_| {
@@ -177,7 +179,11 @@ impl Workers {
                     .context("starting a worker process")
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Self { children, stop: Some(stop), handles })
+        Ok(Self {
+            children,
+            stop: Some(stop),
+            handles,
+        })
     }
 
     fn peak_rss_mb(&self) -> f64 {
