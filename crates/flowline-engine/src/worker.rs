@@ -59,15 +59,45 @@ pub(crate) async fn drain(engine: &Arc<Engine>) -> Result<usize, StoreError> {
     }
 }
 
-/// Steps running in this process: their lease tokens, and how to stop them.
+/// Steps running in this process: their claims (with lease tokens), and how to stop them.
 type InFlight = Arc<Mutex<HashMap<StepId, (ClaimedStep, AbortHandle)>>>;
+
+/// Removes a step's entry when its task ends, even by panic, so a dead task's lease is no longer
+/// renewed and the rescuer can return the step to its queue. Only the entry of this claim (same
+/// lease token) is removed: a newer claim of the same step keeps its own.
+struct Tracked {
+    in_flight: InFlight,
+    id: StepId,
+    token: Uuid,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.in_flight.lock()
+            && map
+                .get(&self.id)
+                .is_some_and(|(step, _)| step.lease_token == self.token)
+        {
+            map.remove(&self.id);
+        }
+    }
+}
+
+/// Resolves when shutdown is asked for, or when whoever could ask is gone.
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
 
 pub(crate) fn spawn(
     engine: &Arc<Engine>,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let in_flight: InFlight = Arc::default();
-    let mut handles: Vec<_> = Queue::ALL
+    let queues: Vec<_> = Queue::ALL
         .iter()
         .map(|&queue| {
             tokio::spawn(queue_loop(
@@ -78,16 +108,20 @@ pub(crate) fn spawn(
             ))
         })
         .collect();
-    handles.push(tokio::spawn(heartbeat_loop(
-        engine.clone(),
-        in_flight,
-        shutdown.clone(),
-    )));
-    handles.push(tokio::spawn(rescue_loop(engine.clone(), shutdown.clone())));
-    handles.push(tokio::spawn(schedule_loop(
-        engine.clone(),
-        shutdown.clone(),
-    )));
+    // Leases are renewed until the last step in flight has finished, not merely until shutdown
+    // is asked for: a step still draining must not lose its lease and run twice.
+    let (drained, queues_drained) = watch::channel(false);
+    let mut handles = vec![
+        tokio::spawn(async move {
+            for queue in queues {
+                let _ = queue.await;
+            }
+            let _ = drained.send(true);
+        }),
+        tokio::spawn(heartbeat_loop(engine.clone(), in_flight, queues_drained)),
+        tokio::spawn(rescue_loop(engine.clone(), shutdown.clone())),
+        tokio::spawn(schedule_loop(engine.clone(), shutdown.clone())),
+    ];
     let relay = engine.clone();
     handles.push(tokio::spawn(async move {
         relay.store.relay_wakeups(shutdown).await
@@ -111,13 +145,16 @@ async fn queue_loop(
     let permits = Arc::new(Semaphore::new(limit));
     let mut work = engine.store.subscribe_work();
     let mut tasks = JoinSet::new();
+    // While busy, claim only once a quarter of the slots is free: claims of one step at a time
+    // would always take the oldest step, whichever workspace it is, and undo the fair ranking.
+    let refill = (limit / 4).max(1);
     loop {
         if *shutdown.borrow() {
             break;
         }
         while tasks.try_join_next().is_some() {}
         let free = permits.available_permits();
-        if free > 0 {
+        if free >= refill || free == limit {
             let batch = engine.config.claim_batch.min(free as u32);
             match engine
                 .store
@@ -129,21 +166,28 @@ async fn queue_loop(
                         let Ok(permit) = permits.clone().acquire_owned().await else {
                             break;
                         };
-                        let id = step.id;
-                        let (engine, tracked, in_flight_for_task) =
-                            (engine.clone(), step.clone(), in_flight.clone());
+                        let tracked = Tracked {
+                            in_flight: in_flight.clone(),
+                            id: step.id,
+                            token: step.lease_token,
+                        };
+                        let entry = step.clone();
+                        let engine = engine.clone();
+                        // Registered under the lock the task's cleanup takes, so the entry exists
+                        // before the task can remove it.
+                        let mut map = match in_flight.lock() {
+                            Ok(map) => map,
+                            Err(poisoned) => poisoned.into_inner(),
+                        };
                         let handle = tasks.spawn(async move {
+                            let id = step.id;
                             if let Err(error) = run_step(&engine, step).await {
                                 tracing::warn!(%error, step = %id, "could not record a step's end; its lease will expire and it will be retried");
                             }
-                            if let Ok(mut map) = in_flight_for_task.lock() {
-                                map.remove(&id);
-                            }
+                            drop(tracked);
                             drop(permit);
                         });
-                        if let Ok(mut map) = in_flight.lock() {
-                            map.insert(id, (tracked, handle));
-                        }
+                        map.insert(entry.id, (entry, handle));
                     }
                     continue;
                 }
@@ -156,7 +200,7 @@ async fn queue_loop(
         tokio::select! {
             _ = work.changed() => {}
             _ = tokio::time::sleep(engine.config.poll_interval) => {}
-            _ = shutdown.changed() => {}
+            _ = stopping(&mut shutdown) => {}
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
@@ -167,16 +211,13 @@ async fn queue_loop(
 async fn heartbeat_loop(
     engine: Arc<Engine>,
     in_flight: InFlight,
-    mut shutdown: watch::Receiver<bool>,
+    mut drained: watch::Receiver<bool>,
 ) {
     let every = engine.config.lease / 3;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => {}
-        }
-        if *shutdown.borrow() {
-            break;
+            _ = stopping(&mut drained) => break,
         }
         let held: Vec<(StepId, Uuid)> = match in_flight.lock() {
             Ok(map) => map
@@ -185,41 +226,57 @@ async fn heartbeat_loop(
                 .collect(),
             Err(_) => continue,
         };
-        match engine
+        let lost = match engine
             .store
             .heartbeat_steps(&held, engine.config.lease)
             .await
         {
-            Ok(lost) => {
-                for id in lost {
-                    let stopped = in_flight.lock().ok().and_then(|mut map| map.remove(&id));
-                    if let Some((step, handle)) = stopped {
-                        handle.abort();
-                        // A cancelled run's step ends `cancelled`; a lost lease writes nothing.
-                        let failure = Failure::new(
-                            ErrorCategory::Conflict,
-                            "the run was cancelled",
-                            "nothing to do",
-                        );
-                        let _ = engine
-                            .store
-                            .finish_step(FinishStep {
-                                workspace_id: step.workspace_id,
-                                execution_id: step.execution_id,
-                                step_id: step.id,
-                                lease_token: step.lease_token,
-                                input: None,
-                                result: StepResult::Failed {
-                                    status: StepStatus::Failed,
-                                    error: failure.error.clone(),
-                                    next: Next::Fail(failure.error),
-                                },
-                            })
-                            .await;
-                    }
-                }
+            Ok(lost) => lost,
+            Err(error) => {
+                tracing::warn!(%error, "renewing leases failed");
+                continue;
             }
-            Err(error) => tracing::warn!(%error, "renewing leases failed"),
+        };
+        for id in lost {
+            let Some(&(_, token)) = held.iter().find(|(held_id, _)| *held_id == id) else {
+                continue;
+            };
+            // Only the claim the heartbeat was about: the step may have been claimed anew since.
+            let stopped = in_flight.lock().ok().and_then(|mut map| {
+                if map
+                    .get(&id)
+                    .is_some_and(|(step, _)| step.lease_token == token)
+                {
+                    map.remove(&id)
+                } else {
+                    None
+                }
+            });
+            if let Some((step, handle)) = stopped {
+                handle.abort();
+                // A cancelled run's step ends `cancelled` (the store sees the cancel and writes
+                // nothing else); a lost lease fails the guard and writes nothing.
+                let failure = Failure::new(
+                    ErrorCategory::Conflict,
+                    "the run was cancelled",
+                    "nothing to do",
+                );
+                let _ = engine
+                    .store
+                    .finish_step(FinishStep {
+                        workspace_id: step.workspace_id,
+                        execution_id: step.execution_id,
+                        step_id: step.id,
+                        lease_token: step.lease_token,
+                        input: None,
+                        result: StepResult::Failed {
+                            status: StepStatus::Failed,
+                            error: failure.error.clone(),
+                            next: Next::Fail(failure.error),
+                        },
+                    })
+                    .await;
+            }
         }
     }
 }
@@ -233,10 +290,7 @@ async fn schedule_loop(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>)
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.changed() => {}
-        }
-        if *shutdown.borrow() {
-            break;
+            _ = stopping(&mut shutdown) => break,
         }
     }
 }
@@ -245,10 +299,7 @@ async fn rescue_loop(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(engine.config.rescue_interval) => {}
-            _ = shutdown.changed() => {}
-        }
-        if *shutdown.borrow() {
-            break;
+            _ = stopping(&mut shutdown) => break,
         }
         match engine.store.rescue_expired(500).await {
             Ok(0) => {}
@@ -418,17 +469,31 @@ async fn finish(
     input: Option<Value>,
     result: StepResult,
 ) -> Result<FinishOutcome, StoreError> {
-    let outcome = engine
-        .store
-        .finish_step(FinishStep {
-            workspace_id: step.workspace_id,
-            execution_id: step.execution_id,
-            step_id: step.id,
-            lease_token: step.lease_token,
-            input,
-            result,
-        })
-        .await?;
+    let report = FinishStep {
+        workspace_id: step.workspace_id,
+        execution_id: step.execution_id,
+        step_id: step.id,
+        lease_token: step.lease_token,
+        input,
+        result,
+    };
+    // A passing database fault must not throw away a finished step's result: the report is
+    // retried (it is guarded by the lease token, so a report that did commit cannot apply twice)
+    // while the heartbeat keeps the lease.
+    let mut wait = Duration::from_millis(100);
+    let mut tries = 0;
+    let outcome = loop {
+        match engine.store.finish_step(report.clone()).await {
+            Ok(outcome) => break outcome,
+            Err(error) if tries < 6 => {
+                tracing::warn!(%error, step = %step.id, "recording a step's end failed; trying again");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                tries += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    };
     if outcome == FinishOutcome::LeaseLost {
         tracing::warn!(step = %step.id, "the step's lease was lost before it finished; its result was discarded");
     }

@@ -185,12 +185,13 @@ pub(crate) async fn claim(tx: &mut Tx, params: &ClaimParams) -> StoreResult<Vec<
     let token = Uuid::now_v7();
     let rows = sqlx::query_as::<_, ClaimedRow>(
         "WITH candidates AS ( \
-             SELECT id FROM (SELECT id, run_at, row_number() OVER (PARTITION BY workspace_id ORDER BY run_at, id) AS rank \
+             SELECT id, rank, run_at FROM (SELECT id, run_at, row_number() OVER (PARTITION BY workspace_id ORDER BY run_at, id) AS rank \
                              FROM action_executions WHERE status = 'pending' AND queue = $1 AND run_at <= $2) ranked \
-             WHERE rank <= $3 ORDER BY rank, run_at LIMIT $4), \
+             WHERE rank <= $3 ORDER BY rank, run_at LIMIT $4 * 4), \
          locked AS ( \
-             SELECT a.id FROM action_executions a WHERE a.id IN (SELECT id FROM candidates) AND a.status = 'pending' \
-             FOR UPDATE SKIP LOCKED) \
+             SELECT a.id FROM candidates c JOIN action_executions a ON a.id = c.id \
+             WHERE a.status = 'pending' AND a.run_at <= $2 ORDER BY c.rank, c.run_at LIMIT $4 \
+             FOR UPDATE OF a SKIP LOCKED) \
          UPDATE action_executions s SET status = 'running', attempt = s.attempt + 1, lease_owner = $5, lease_token = $6, \
              lease_expires_at = $7, started_at = COALESCE(s.started_at, $2) \
          FROM locked WHERE s.id = locked.id \

@@ -544,7 +544,11 @@ pub(crate) async fn advance_schedule(
         return Ok(false);
     }
     if let Some(run) = run {
-        start_in(tx, workspace, run).await?;
+        // The flow may have been archived since the slot was read: it then just moves on.
+        let flow = fetch_flow(tx, workspace, flow, false).await?;
+        if flow.status == flowline_core::status::FlowStatus::Active {
+            start_in(tx, workspace, run).await?;
+        }
     }
     Ok(true)
 }
@@ -645,6 +649,16 @@ pub(crate) async fn cancel_execution(
     actor: &Actor,
     id: ExecutionId,
 ) -> StoreResult<Execution> {
+    // Steps first, then the run: the order claims lock them in, so the two cannot deadlock.
+    let _: Vec<Uuid> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT id FROM action_executions WHERE workspace_id = $1 AND flow_execution_id = $2 \
+         AND status IN ('pending', 'running') {FOR_UPDATE}"
+    )))
+    .bind(workspace.0)
+    .bind(id.0)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_error)?;
     let before = fetch_execution(tx, workspace, id, true).await?;
     if before.status.is_finished() {
         return Err(StoreError::Conflict(format!(
@@ -1152,6 +1166,26 @@ pub(crate) async fn complete_claim(
         .into_iter()
         .map(|r| (r.id, r))
         .collect();
+    // A step whose run ended meanwhile (cancelled while the step was being rescued, say) is
+    // not handed out: it ends cancelled here.
+    let (rows, ended): (Vec<ClaimedRow>, Vec<ClaimedRow>) = rows.into_iter().partition(|r| {
+        runs.get(&r.flow_execution_id)
+            .is_some_and(|run| run.status == "pending" || run.status == "running")
+    });
+    if !ended.is_empty() {
+        let ids: Vec<Uuid> = ended.iter().map(|r| r.id).collect();
+        let mut query = QueryBuilder::<Db>::new(
+            "UPDATE action_executions SET status = 'cancelled', finished_at = ",
+        );
+        query.push_bind(at).push(
+            ", lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL WHERE id IN (",
+        );
+        push_ids(&mut query, &ids);
+        query.build().execute(&mut **tx).await.map_err(db_error)?;
+    }
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
     let starting: Vec<Uuid> = runs
         .values()
         .filter(|r| r.status == "pending")
