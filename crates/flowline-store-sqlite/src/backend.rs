@@ -83,15 +83,44 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(db_error)?;
-        // The writer's own connection, for group commits (see `writer`).
-        let writer_pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .connect_with(options)
-            .await
-            .map_err(db_error)?;
+        // The writer (see `writer`) runs on a thread of its own with its own connection: each of
+        // its statements is a round trip to that connection, and on a busy runtime every round
+        // trip would otherwise wait behind the workers' tasks.
         let (writer, jobs) = mpsc::channel(4096);
-        tokio::spawn(crate::writer::run(writer_pool, jobs));
+        let (ready, started) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("flowline-sqlite-writer".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = ready.send(Err(StoreError::Backend(Box::new(error))));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let connected = SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .min_connections(1)
+                        .connect_with(options)
+                        .await
+                        .map_err(db_error);
+                    match connected {
+                        Ok(writer_pool) => {
+                            let _ = ready.send(Ok(()));
+                            crate::writer::run(writer_pool, jobs).await;
+                        }
+                        Err(error) => {
+                            let _ = ready.send(Err(error));
+                        }
+                    }
+                });
+            })
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        started.await.map_err(|_| crate::writer::gone())??;
         Ok(Self {
             pool,
             work: Arc::new(watch::Sender::new(0)),

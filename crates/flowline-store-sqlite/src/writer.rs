@@ -13,6 +13,7 @@ use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::claim;
+use crate::batch::finish_steps;
 use crate::sql_execution::finish_step;
 use crate::sql_store::{Tx, db_error};
 
@@ -49,7 +50,8 @@ pub(crate) async fn run(pool: SqlitePool, mut jobs: mpsc::Receiver<Job>) {
                     reply(job, Ok(result));
                 }
             }
-            Err(_) => {
+            Err(error) => {
+                tracing::warn!(%error, jobs = batch.len(), "a group commit failed; running its jobs one by one");
                 for job in batch.drain(..) {
                     let result = alone(&pool, &job).await;
                     reply(job, result);
@@ -68,9 +70,21 @@ async fn one(tx: &mut Tx, job: &Job) -> StoreResult<Done> {
 
 async fn together(pool: &SqlitePool, batch: &[Job]) -> StoreResult<Vec<Done>> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+    // Step ends first, all at once, so the steps they queue can be claimed by this very batch.
+    let reports: Vec<&FinishStep> = batch
+        .iter()
+        .filter_map(|job| match job {
+            Job::Finish(report, _) => Some(&**report),
+            Job::Claim(..) => None,
+        })
+        .collect();
+    let mut finished = finish_steps(&mut tx, &reports).await?.into_iter();
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
-        results.push(one(&mut tx, job).await?);
+        results.push(match job {
+            Job::Finish(..) => Done::Finish(finished.next().ok_or_else(mismatch)?),
+            Job::Claim(params, _) => Done::Claim(claim(&mut tx, params).await?),
+        });
     }
     tx.commit().await.map_err(db_error)?;
     Ok(results)

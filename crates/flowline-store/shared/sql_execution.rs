@@ -772,7 +772,7 @@ pub(crate) async fn retry_execution(
     Ok(after)
 }
 
-fn error_json(error: &StepError) -> Json<serde_json::Value> {
+pub(crate) fn error_json(error: &StepError) -> Json<serde_json::Value> {
     Json(serde_json::to_value(error).unwrap_or(serde_json::Value::Null))
 }
 
@@ -1276,7 +1276,7 @@ pub(crate) async fn complete_claim(
 }
 
 /// `id1, id2, …)` as bound parameters, closing an `IN (` list.
-fn push_ids(query: &mut QueryBuilder<Db>, ids: &[Uuid]) {
+pub(crate) fn push_ids(query: &mut QueryBuilder<Db>, ids: &[Uuid]) {
     let mut list = query.separated(", ");
     for id in ids {
         list.push_bind(*id);

@@ -11,7 +11,7 @@ use anyhow::Context;
 use flowline_core::action::ActionType;
 use flowline_core::status::{ExecutionStatus, TriggerKind};
 use flowline_core::token::ClearToken;
-use flowline_engine::{Engine, EngineConfig, StartRun};
+use flowline_engine::{Engine, StartRun};
 use flowline_store::Store;
 use flowline_store::flow::{Flow, NewAction, NewFlow};
 use flowline_store::page::PageRequest;
@@ -210,7 +210,7 @@ impl Workers {
 }
 
 /// Runs the bench and prints its figures.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.executions >= 1 && args.steps >= 1,
         "--executions and --steps must be at least 1"
@@ -250,7 +250,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await?;
     let workspace = created.workspace.id;
     let flow = chain_flow(&*store, workspace, args.steps).await?;
-    let engine = Engine::new(store.clone(), EngineConfig::default());
+    let engine = Engine::new(store.clone(), config.engine());
     let progress = !args.json;
 
     // Enqueue everything first: the workers then face the whole backlog.

@@ -108,7 +108,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve { bind } => serve::run(config, bind).await,
             Command::Worker => serve::run_worker(config).await,
-            Command::Bench(args) => bench::run(args).await,
+            Command::Bench(args) => bench::run(args, &config).await,
             Command::Migrate => admin::migrate(&config).await,
             Command::Workspace {
                 command: WorkspaceCommand::Create { name, json },

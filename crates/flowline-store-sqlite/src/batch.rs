@@ -1,0 +1,381 @@
+//! Many step ends in a few statements, for the SQLite writer's group commits.
+//!
+//! Each statement is a round trip to SQLite's connection thread, and round trips, not SQL, bound
+//! the writer: a batch of step ends costs about ten statements here instead of seven per step.
+//! The effects are those of `sql_execution::finish_step` for each report.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use flowline_core::id::StepId;
+use flowline_core::status::{ErrorCategory, ExecutionStatus, StepStatus};
+use flowline_store::StoreResult;
+use flowline_store::execution::{FinishOutcome, FinishStep, NewStep, Next, StepResult, Variable};
+use sqlx::QueryBuilder;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::backend::{Db, db_now};
+use crate::sql_execution::{error_json, push_ids};
+use crate::sql_store::{Tx, db_error};
+
+/// How one report of a batch turns out, before anything is written.
+enum Planned<'a> {
+    Lost,
+    Cancelled {
+        report: &'a FinishStep,
+        attempt: i32,
+    },
+    Applied {
+        report: &'a FinishStep,
+        attempt: i32,
+    },
+}
+
+/// Records many step ends in a few statements: the same effects as [`finish_step`] for each
+/// report, in report order, for a writer that group-commits (SQLite's). Reports must concern
+/// different runs, as the reports of one claim cycle do (a run has one step in flight).
+pub(crate) async fn finish_steps(
+    tx: &mut Tx,
+    reports: &[&FinishStep],
+) -> StoreResult<Vec<FinishOutcome>> {
+    #[derive(sqlx::FromRow)]
+    struct Held {
+        id: Uuid,
+        lease_token: Option<Uuid>,
+        attempt: i32,
+        workspace_id: Uuid,
+        flow_execution_id: Uuid,
+        run_status: String,
+    }
+    if reports.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = reports.iter().map(|r| r.step_id.0).collect();
+    let mut query = QueryBuilder::<Db>::new(
+        "SELECT s.id, s.lease_token, s.attempt, s.workspace_id, s.flow_execution_id, e.status AS run_status \
+         FROM action_executions s JOIN flow_executions e ON e.id = s.flow_execution_id \
+         WHERE s.status = 'running' AND s.id IN (",
+    );
+    push_ids(&mut query, &ids);
+    let held: HashMap<Uuid, Held> = query
+        .build_query_as::<Held>()
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(|h| (h.id, h))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let plans: Vec<Planned> = reports
+        .iter()
+        .map(|report| match held.get(&report.step_id.0) {
+            Some(h)
+                if h.lease_token == Some(report.lease_token)
+                    && h.workspace_id == report.workspace_id.0
+                    && h.flow_execution_id == report.execution_id.0
+                    && seen.insert(report.step_id) =>
+            {
+                if h.run_status == ExecutionStatus::Cancelled.as_str() {
+                    Planned::Cancelled {
+                        report,
+                        attempt: h.attempt,
+                    }
+                } else {
+                    Planned::Applied {
+                        report,
+                        attempt: h.attempt,
+                    }
+                }
+            }
+            _ => Planned::Lost,
+        })
+        .collect();
+    let at = db_now(tx).await?;
+
+    // The steps' own rows.
+    struct StepEnd<'a> {
+        id: Uuid,
+        status: &'static str,
+        input: Option<&'a serde_json::Value>,
+        output: Option<&'a serde_json::Value>,
+        error: Option<Json<serde_json::Value>>,
+        category: Option<&'static str>,
+        finished_at: Option<DateTime<Utc>>,
+        run_at: Option<DateTime<Utc>>,
+        keeps_error: bool,
+    }
+    struct AttemptEnd {
+        step: Uuid,
+        attempt: i32,
+        outcome: &'static str,
+        error: Option<Json<serde_json::Value>>,
+    }
+    let mut ends = Vec::new();
+    let mut attempts = Vec::new();
+    let mut variables: Vec<(&FinishStep, &Variable)> = Vec::new();
+    let mut nexts: Vec<(&FinishStep, &Next)> = Vec::new();
+    for plan in &plans {
+        match plan {
+            Planned::Lost => {}
+            Planned::Cancelled { report, attempt } => {
+                ends.push(StepEnd {
+                    id: report.step_id.0,
+                    status: "cancelled",
+                    input: report.input.as_ref(),
+                    output: None,
+                    error: None,
+                    category: None,
+                    finished_at: Some(at),
+                    run_at: None,
+                    keeps_error: true,
+                });
+                attempts.push(AttemptEnd {
+                    step: report.step_id.0,
+                    attempt: *attempt,
+                    outcome: "cancelled",
+                    error: None,
+                });
+            }
+            Planned::Applied { report, attempt } => match &report.result {
+                StepResult::Completed {
+                    output,
+                    variables: written,
+                    next,
+                } => {
+                    ends.push(StepEnd {
+                        id: report.step_id.0,
+                        status: "completed",
+                        input: report.input.as_ref(),
+                        output: Some(output),
+                        error: None,
+                        category: None,
+                        finished_at: Some(at),
+                        run_at: None,
+                        keeps_error: false,
+                    });
+                    attempts.push(AttemptEnd {
+                        step: report.step_id.0,
+                        attempt: *attempt,
+                        outcome: "completed",
+                        error: None,
+                    });
+                    variables.extend(written.iter().map(|v| (*report, v)));
+                    nexts.push((report, next));
+                }
+                StepResult::Failed {
+                    status,
+                    error,
+                    next,
+                } => {
+                    let status = if *status == StepStatus::Timeout {
+                        "timeout"
+                    } else {
+                        "failed"
+                    };
+                    ends.push(StepEnd {
+                        id: report.step_id.0,
+                        status,
+                        input: report.input.as_ref(),
+                        output: None,
+                        error: Some(error_json(error)),
+                        category: Some(error.category.as_str()),
+                        finished_at: Some(at),
+                        run_at: None,
+                        keeps_error: false,
+                    });
+                    attempts.push(AttemptEnd {
+                        step: report.step_id.0,
+                        attempt: *attempt,
+                        outcome: status,
+                        error: Some(error_json(error)),
+                    });
+                    nexts.push((report, next));
+                }
+                StepResult::RetryLater { error, run_at } => {
+                    ends.push(StepEnd {
+                        id: report.step_id.0,
+                        status: "pending",
+                        input: report.input.as_ref(),
+                        output: None,
+                        error: Some(error_json(error)),
+                        category: Some(error.category.as_str()),
+                        finished_at: None,
+                        run_at: Some(*run_at),
+                        keeps_error: false,
+                    });
+                    let outcome = if error.category == ErrorCategory::Timeout {
+                        "timeout"
+                    } else {
+                        "failed"
+                    };
+                    attempts.push(AttemptEnd {
+                        step: report.step_id.0,
+                        attempt: *attempt,
+                        outcome,
+                        error: Some(error_json(error)),
+                    });
+                }
+            },
+        }
+    }
+    if !ends.is_empty() {
+        let mut query = QueryBuilder::<Db>::new(
+            "WITH v(id, status, input, output, error, category, finished_at, run_at, keeps_error) AS (",
+        );
+        query.push_values(&ends, |mut row, end| {
+            row.push_bind(end.id)
+                .push_bind(end.status)
+                .push_bind(end.input.map(Json))
+                .push_bind(end.output.map(Json))
+                .push_bind(end.error.clone())
+                .push_bind(end.category)
+                .push_bind(end.finished_at)
+                .push_bind(end.run_at)
+                .push_bind(end.keeps_error);
+        });
+        query.push(
+            ") UPDATE action_executions SET status = v.status, input = COALESCE(v.input, action_executions.input), \
+             output = COALESCE(v.output, action_executions.output), \
+             error = CASE WHEN v.keeps_error THEN action_executions.error ELSE v.error END, \
+             error_category = CASE WHEN v.keeps_error THEN action_executions.error_category ELSE v.category END, \
+             finished_at = v.finished_at, run_at = COALESCE(v.run_at, action_executions.run_at), \
+             lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
+             FROM v WHERE action_executions.id = v.id",
+        );
+        query.build().execute(&mut **tx).await.map_err(db_error)?;
+        let mut query = QueryBuilder::<Db>::new("WITH v(step, attempt, outcome, error) AS (");
+        query.push_values(&attempts, |mut row, a| {
+            row.push_bind(a.step)
+                .push_bind(a.attempt)
+                .push_bind(a.outcome)
+                .push_bind(a.error.clone());
+        });
+        query.push(") UPDATE action_attempts SET finished_at = ");
+        query.push_bind(at);
+        query.push(
+            ", outcome = v.outcome, error = v.error FROM v \
+             WHERE action_attempts.action_execution_id = v.step AND action_attempts.attempt = v.attempt",
+        );
+        query.build().execute(&mut **tx).await.map_err(db_error)?;
+    }
+    if !variables.is_empty() {
+        let mut query = QueryBuilder::<Db>::new(
+            "INSERT INTO action_variables (id, workspace_id, flow_execution_id, name, type, value, \
+             set_by_action_execution_id, created_at, updated_at) ",
+        );
+        query.push_values(&variables, |mut row, (report, variable)| {
+            row.push_bind(Uuid::now_v7())
+                .push_bind(report.workspace_id.0)
+                .push_bind(report.execution_id.0)
+                .push_bind(&variable.name)
+                .push_bind(variable.variable_type.as_str())
+                .push_bind(Json(&variable.value))
+                .push_bind(report.step_id.0)
+                .push_bind(at)
+                .push_bind(at);
+        });
+        query.push(
+            " ON CONFLICT (flow_execution_id, name) DO UPDATE SET type = excluded.type, value = excluded.value, \
+             set_by_action_execution_id = excluded.set_by_action_execution_id, updated_at = excluded.updated_at",
+        );
+        query.build().execute(&mut **tx).await.map_err(db_error)?;
+    }
+    // What the runs do next.
+    let queued: Vec<(&FinishStep, &NewStep)> = nexts
+        .iter()
+        .filter_map(|(report, next)| match next {
+            Next::Step(step) => Some((*report, step)),
+            _ => None,
+        })
+        .collect();
+    if !queued.is_empty() {
+        let runs: Vec<Uuid> = queued.iter().map(|(r, _)| r.execution_id.0).collect();
+        let mut query = QueryBuilder::<Db>::new(
+            "SELECT flow_execution_id, action_id, MAX(occurrence) FROM action_executions WHERE flow_execution_id IN (",
+        );
+        push_ids(&mut query, &runs);
+        query.push(" GROUP BY flow_execution_id, action_id");
+        let last: HashMap<(Uuid, Uuid), i32> = query
+            .build_query_as::<(Uuid, Uuid, i32)>()
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|(run, action, occurrence)| ((run, action), occurrence))
+            .collect();
+        let mut query = QueryBuilder::<Db>::new(
+            "INSERT INTO action_executions (id, workspace_id, flow_execution_id, action_id, action_type, node_id, \
+             occurrence, status, queue, attempt, max_attempts, run_at, idempotency_key, created_at) ",
+        );
+        query.push_values(&queued, |mut row, (report, step)| {
+            let id = StepId::new();
+            let occurrence = last
+                .get(&(report.execution_id.0, step.action_id.0))
+                .map_or(0, |o| o + 1);
+            row.push_bind(id.0)
+                .push_bind(report.workspace_id.0)
+                .push_bind(report.execution_id.0)
+                .push_bind(step.action_id.0)
+                .push_bind(step.action_type.as_str())
+                .push_bind(&step.node_id)
+                .push_bind(occurrence)
+                .push_bind("pending")
+                .push_bind(step.action_type.category().queue().as_str())
+                .push_bind(0)
+                .push_bind(step.max_attempts.max(1))
+                .push_bind(at)
+                .push_bind(id.to_string())
+                .push_bind(at);
+        });
+        query.build().execute(&mut **tx).await.map_err(db_error)?;
+        let mut query = QueryBuilder::<Db>::new(
+            "UPDATE flow_executions SET step_count = step_count + 1 WHERE id IN (",
+        );
+        push_ids(&mut query, &runs);
+        query.build().execute(&mut **tx).await.map_err(db_error)?;
+    }
+    let completed: Vec<Uuid> = nexts
+        .iter()
+        .filter(|(_, next)| matches!(next, Next::Complete))
+        .map(|(r, _)| r.execution_id.0)
+        .collect();
+    if !completed.is_empty() {
+        let mut query = QueryBuilder::<Db>::new(
+            "UPDATE flow_executions SET status = 'completed', finished_at = ",
+        );
+        query
+            .push_bind(at)
+            .push(" WHERE status = 'running' AND id IN (");
+        push_ids(&mut query, &completed);
+        query.build().execute(&mut **tx).await.map_err(db_error)?;
+    }
+    let failed: Vec<(Uuid, Json<serde_json::Value>)> = nexts
+        .iter()
+        .filter_map(|(r, next)| match next {
+            Next::Fail(error) => Some((r.execution_id.0, error_json(error))),
+            _ => None,
+        })
+        .collect();
+    if !failed.is_empty() {
+        let mut query = QueryBuilder::<Db>::new("WITH v(id, error) AS (");
+        query.push_values(&failed, |mut row, (id, error)| {
+            row.push_bind(*id).push_bind(error.clone());
+        });
+        query.push(
+            ") UPDATE flow_executions SET status = 'failed', error = v.error, finished_at = ",
+        );
+        query.push_bind(at);
+        query
+            .push(" FROM v WHERE flow_executions.id = v.id AND flow_executions.status = 'running'");
+        query.build().execute(&mut **tx).await.map_err(db_error)?;
+    }
+    Ok(plans
+        .iter()
+        .map(|plan| match plan {
+            Planned::Lost => FinishOutcome::LeaseLost,
+            Planned::Cancelled { .. } => FinishOutcome::Cancelled,
+            Planned::Applied { .. } => FinishOutcome::Applied,
+        })
+        .collect())
+}
