@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::backend::{Db, FOR_UPDATE, db_now};
 use crate::sql_store::{
-    Tx, audit, corrupt, db_error, entry, fetch_flow, now, snapshot, sort_actions,
+    Tx, audit, corrupt, db_error, entry, fetch_flow, now, page_of, snapshot, sort_actions,
 };
 
 #[derive(sqlx::FromRow)]
@@ -636,11 +636,7 @@ pub(crate) async fn list_executions(
     .fetch_all(&mut **tx)
     .await
     .map_err(db_error)?;
-    let executions = rows
-        .into_iter()
-        .map(Execution::try_from)
-        .collect::<StoreResult<Vec<_>>>()?;
-    Ok(Page::from_rows(executions, &page, |e| e.id.0))
+    page_of(rows, &page, |e: &Execution| e.id.0)
 }
 
 pub(crate) async fn cancel_execution(

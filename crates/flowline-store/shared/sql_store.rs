@@ -653,6 +653,19 @@ async fn node_action_count(
     Ok(n as i32)
 }
 
+/// A page of records read from `limit + 1` rows.
+pub(crate) fn page_of<R, T: TryFrom<R, Error = StoreError>>(
+    rows: Vec<R>,
+    page: &PageRequest,
+    id: impl Fn(&T) -> Uuid,
+) -> StoreResult<Page<T>> {
+    let records = rows
+        .into_iter()
+        .map(T::try_from)
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(Page::from_rows(records, page, id))
+}
+
 /// Orders actions by node id (byte order), position and id.
 pub(crate) fn sort_actions<T>(actions: &mut [T], key: impl Fn(&T) -> (&String, i32, ActionId)) {
     actions.sort_by(|a, b| key(a).cmp(&key(b)));
@@ -805,11 +818,7 @@ impl Store for StoreImpl {
         .await
         .map_err(db_error)?;
         commit(tx).await?;
-        let members = rows
-            .into_iter()
-            .map(Member::try_from)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_rows(members, &page, |m| m.id.0))
+        page_of(rows, &page, |m: &Member| m.id.0)
     }
 
     async fn get_member(&self, workspace: WorkspaceId, id: MemberId) -> StoreResult<Member> {
@@ -1069,11 +1078,7 @@ impl Store for StoreImpl {
         .await
         .map_err(db_error)?;
         commit(tx).await?;
-        let tokens = rows
-            .into_iter()
-            .map(TokenRecord::try_from)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_rows(tokens, &page, |t| t.id.0))
+        page_of(rows, &page, |t: &TokenRecord| t.id.0)
     }
 
     async fn get_token(&self, workspace: WorkspaceId, id: TokenId) -> StoreResult<TokenRecord> {
@@ -1148,11 +1153,7 @@ impl Store for StoreImpl {
         .await
         .map_err(db_error)?;
         commit(tx).await?;
-        let flows = rows
-            .into_iter()
-            .map(Flow::try_from)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_rows(flows, &page, |f| f.id.0))
+        page_of(rows, &page, |f: &Flow| f.id.0)
     }
 
     async fn get_flow(&self, workspace: WorkspaceId, id: FlowId) -> StoreResult<Flow> {
@@ -1662,11 +1663,7 @@ impl Store for StoreImpl {
         .await
         .map_err(db_error)?;
         commit(tx).await?;
-        let steps = rows
-            .into_iter()
-            .map(StepSummary::try_from)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_rows(steps, &page, |s| s.id.0))
+        page_of(rows, &page, |s: &StepSummary| s.id.0)
     }
 
     async fn record_audit(

@@ -1,21 +1,15 @@
 //! The `flowline` binary as a user runs it: serve on the SQLite default and on PostgreSQL,
 //! the admin commands beside a running server, clean shutdown on SIGTERM.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Output};
 
 use flowline_store_postgres::scratch::ScratchDatabase;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_flowline");
+mod common;
 
-fn pg_admin_url() -> String {
-    std::env::var("FLOWLINE_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
+use common::{BIN, pg_admin_url, serve};
 
 /// A `flowline` command in `dir`, with no inherited Flowline settings.
 fn flowline(dir: &Path, database_url: Option<&str>) -> Command {
@@ -29,80 +23,6 @@ fn flowline(dir: &Path, database_url: Option<&str>) -> Command {
         command.env("DATABASE_URL", url);
     }
     command
-}
-
-/// A running server and what it printed before it began listening; killed if dropped while
-/// still running (a failed test leaves no process behind).
-struct Server {
-    child: Option<Child>,
-    base: String,
-    token: Option<String>,
-}
-
-impl Server {
-    fn start(mut command: Command) -> Server {
-        let mut child = command
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn flowline serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut token = None;
-        loop {
-            let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the server did not print its address");
-            };
-            if let Some(t) = line.strip_prefix("Owner token (shown once, store it now): ") {
-                token = Some(t.to_owned());
-            }
-            if let Some(rest) = line.strip_prefix("Flowline listening on ") {
-                let base = rest.split_whitespace().next().unwrap().to_owned();
-                return Server {
-                    child: Some(child),
-                    base,
-                    token,
-                };
-            }
-        }
-    }
-
-    /// Sends SIGTERM and waits for the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let pid = child.id().to_string();
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(killed.success());
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        rx.recv_timeout(Duration::from_secs(30))
-            .expect("exited after SIGTERM")
-            .expect("wait")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 fn get(base: &str, path: &str, token: &str) -> (u16, Value) {
@@ -138,13 +58,10 @@ fn serve_creates_a_workspace_and_admin_commands_work_beside_it(
     dir: &Path,
     database_url: Option<&str>,
 ) {
-    let server = Server::start(flowline(dir, database_url));
-    let owner = server
-        .token
-        .clone()
-        .expect("an empty database prints an owner token");
+    let (mut server, base, token) = serve(flowline(dir, database_url));
+    let owner = token.expect("an empty database prints an owner token");
     assert!(owner.starts_with("flw_"));
-    let (status, me) = get(&server.base, "/api/me", &owner);
+    let (status, me) = get(&base, "/api/me", &owner);
     assert_eq!(status, 200);
     assert_eq!(me["role"], "owner");
     assert_eq!(me["workspaceName"], "Default workspace");
@@ -159,7 +76,7 @@ fn serve_creates_a_workspace_and_admin_commands_work_beside_it(
     let workspace = created["workspaceId"].as_str().unwrap().to_owned();
     let acme_owner = created["token"].as_str().unwrap().to_owned();
     assert_eq!(created.as_object().unwrap().len(), 2);
-    let (status, me) = get(&server.base, "/api/me", &acme_owner);
+    let (status, me) = get(&base, "/api/me", &acme_owner);
     assert_eq!(
         (status, me["workspaceId"].as_str()),
         (200, Some(workspace.as_str()))
@@ -179,11 +96,11 @@ fn serve_creates_a_workspace_and_admin_commands_work_beside_it(
             .unwrap(),
     );
     let editor = editor["token"].as_str().unwrap().to_owned();
-    let (status, me) = get(&server.base, "/api/me", &editor);
+    let (status, me) = get(&base, "/api/me", &editor);
     assert_eq!((status, me["role"].as_str()), (200, Some("editor")));
-    let (status, _) = get(&server.base, "/api/tokens", &editor);
+    let (status, _) = get(&base, "/api/tokens", &editor);
     assert_eq!(status, 403);
-    let (_, audit) = get(&server.base, "/api/audit", &acme_owner);
+    let (_, audit) = get(&base, "/api/audit", &acme_owner);
     let cli_entries = audit["items"]
         .as_array()
         .unwrap()
@@ -223,18 +140,18 @@ fn serve_creates_a_workspace_and_admin_commands_work_beside_it(
         .unwrap();
     assert!(!role.status.success());
 
-    let status = server.terminate();
+    let status = server.signal("-TERM");
     assert!(
         status.success(),
         "SIGTERM ends the server cleanly: {status:?}"
     );
 
     // A restart keeps everything and prints no new token.
-    let again = Server::start(flowline(dir, database_url));
-    assert!(again.token.is_none());
-    let (status, _) = get(&again.base, "/api/me", &owner);
+    let (mut again, again_base, again_token) = serve(flowline(dir, database_url));
+    assert!(again_token.is_none());
+    let (status, _) = get(&again_base, "/api/me", &owner);
     assert_eq!(status, 200);
-    assert!(again.terminate().success());
+    assert!(again.signal("-TERM").success());
     let migrated = flowline(dir, database_url).arg("migrate").output().unwrap();
     assert!(
         migrated.status.success(),

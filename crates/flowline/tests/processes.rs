@@ -1,11 +1,9 @@
 //! Flowline as several processes: three `flowline worker`s sharing one PostgreSQL database
 //! through a SIGKILL and dropped connections, and a SQLite server killed mid-write.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use flowline_core::action::ActionType;
@@ -20,70 +18,9 @@ use flowline_store_postgres::scratch::ScratchDatabase;
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 
-const BIN: &str = env!("CARGO_BIN_EXE_flowline");
+mod common;
 
-fn pg_admin_url() -> String {
-    std::env::var("FLOWLINE_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// A child process killed when dropped, so a failing test leaves none behind.
-struct Proc(Option<Child>);
-
-impl Proc {
-    /// Spawns `command` and waits until it prints a line starting with `ready`; returns the line.
-    fn spawn(mut command: Command, ready: &str) -> (Proc, String) {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn flowline");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let proc = Proc(Some(child));
-        loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("the process reported ready");
-            if line.starts_with(ready) {
-                return (proc, line);
-            }
-        }
-    }
-
-    fn signal(&mut self, signal: &str) {
-        let child = self.0.as_mut().expect("running");
-        let status = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let mut child = self.0.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        rx.recv_timeout(Duration::from_secs(30))
-            .expect("the process exited")
-            .expect("wait");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+use common::{BIN, Proc, pg_admin_url, serve};
 
 fn worker(url: &str) -> Proc {
     let mut command = Command::new(BIN);
@@ -191,7 +128,7 @@ async fn three_workers_run_two_thousand_steps_exactly_once_through_a_sigkill_and
     })
     .await;
     // One worker dies mid-run; the others rescue what it held once its leases expire.
-    workers[0].signal("-KILL");
+    let _ = workers[0].signal("-KILL");
     // Every connection to the database is dropped under the survivors' feet.
     let mut admin = PgConnection::connect(db.url()).await.unwrap();
     let dropped: Vec<bool> = sqlx::query_scalar(
@@ -211,7 +148,7 @@ async fn three_workers_run_two_thousand_steps_exactly_once_through_a_sigkill_and
     })
     .await;
     for worker in workers.iter_mut().skip(1) {
-        worker.signal("-TERM");
+        let _ = worker.signal("-TERM");
     }
 
     let mut c = PgConnection::connect(db.url()).await.unwrap();
@@ -284,51 +221,21 @@ async fn three_workers_run_two_thousand_steps_exactly_once_through_a_sigkill_and
     );
 }
 
-fn serve(dir: &Path) -> (Proc, String, Option<String>) {
+/// `flowline serve` on the SQLite default in `dir`.
+fn serve_in(dir: &Path) -> (Proc, String, Option<String>) {
     let mut command = Command::new(BIN);
     command
         .current_dir(dir)
-        .args(["serve", "--bind", "127.0.0.1:0"])
         .env_remove("DATABASE_URL")
         .env_remove("FLOWLINE_DATA_DIR")
         .env("FLOWLINE_LOG", "warn");
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let proc = Proc(Some(child));
-    let mut token = None;
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the server printed its address");
-        if let Some(t) = line.strip_prefix("Owner token (shown once, store it now): ") {
-            token = Some(t.to_owned());
-        }
-        if let Some(rest) = line.strip_prefix("Flowline listening on ") {
-            return (
-                proc,
-                rest.split_whitespace().next().unwrap().to_owned(),
-                token,
-            );
-        }
-    }
+    serve(command)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_loses_nothing_it_acknowledged_when_killed_mid_write() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, base, token) = serve(dir.path());
+    let (mut server, base, token) = serve_in(dir.path());
     let token = token.unwrap();
     let client = reqwest::Client::new();
     let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -363,14 +270,14 @@ async fn sqlite_loses_nothing_it_acknowledged_when_killed_mid_write() {
     while acknowledged.len() < 300 {
         acknowledged.push(acked_rx.recv().await.expect("acknowledgements"));
     }
-    server.signal("-KILL");
+    let _ = server.signal("-KILL");
     for writer in writers {
         writer.await.unwrap();
     }
     while let Some(id) = acked_rx.recv().await {
         acknowledged.push(id);
     }
-    let (_server, base, _) = serve(dir.path());
+    let (_server, base, _) = serve_in(dir.path());
     for id in &acknowledged {
         let response = client
             .get(format!("{base}/api/flows/{id}"))
