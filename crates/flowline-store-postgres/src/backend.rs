@@ -176,18 +176,33 @@ pub(crate) async fn enter_engine_scope(tx: &mut Tx) -> StoreResult<()> {
     Ok(())
 }
 
-/// Claims due steps: candidates ranked round-robin across workspaces, then locked with
-/// `FOR UPDATE SKIP LOCKED` so concurrent workers never wait for each other or share a step.
+/// Claims due steps: the few oldest due steps of each workspace with pending work (found one
+/// index seek per workspace, not by scanning the backlog), ranked round-robin across workspaces,
+/// then locked with `FOR UPDATE SKIP LOCKED` so concurrent workers never wait for each other or
+/// share a step.
 pub(crate) async fn claim(tx: &mut Tx, params: &ClaimParams) -> StoreResult<Vec<ClaimedStep>> {
     let at = db_now(tx).await?;
     let expires =
         at + chrono::Duration::from_std(params.lease).unwrap_or(chrono::Duration::seconds(30));
     let token = Uuid::now_v7();
     let rows = sqlx::query_as::<_, ClaimedRow>(
-        "WITH candidates AS ( \
+        "WITH RECURSIVE workspaces(ws) AS ( \
+             SELECT (SELECT workspace_id FROM action_executions WHERE status = 'pending' AND queue = $1 ORDER BY workspace_id LIMIT 1) \
+             UNION ALL \
+             SELECT (SELECT workspace_id FROM action_executions \
+                     WHERE status = 'pending' AND queue = $1 AND workspace_id > workspaces.ws \
+                     ORDER BY workspace_id LIMIT 1) \
+             FROM workspaces WHERE workspaces.ws IS NOT NULL), \
+         oldest AS ( \
+             SELECT b.id, b.workspace_id, b.run_at FROM workspaces w CROSS JOIN LATERAL ( \
+                 SELECT id, workspace_id, run_at FROM action_executions \
+                 WHERE status = 'pending' AND queue = $1 AND workspace_id = w.ws AND run_at <= $2 \
+                 ORDER BY run_at, id LIMIT $3) b \
+             WHERE w.ws IS NOT NULL), \
+         candidates AS ( \
              SELECT id, rank, run_at FROM (SELECT id, run_at, row_number() OVER (PARTITION BY workspace_id ORDER BY run_at, id) AS rank \
-                             FROM action_executions WHERE status = 'pending' AND queue = $1 AND run_at <= $2) ranked \
-             WHERE rank <= $3 ORDER BY rank, run_at LIMIT $4 * 4), \
+                             FROM oldest) ranked \
+             ORDER BY rank, run_at LIMIT $4 * 4), \
          locked AS ( \
              SELECT a.id FROM candidates c JOIN action_executions a ON a.id = c.id \
              WHERE a.status = 'pending' AND a.run_at <= $2 ORDER BY c.rank, c.run_at LIMIT $4 \

@@ -198,7 +198,10 @@ pub(crate) async fn enter_engine_scope(_tx: &mut Tx) -> StoreResult<()> {
 }
 
 /// Claims due steps with one `UPDATE … RETURNING`, taking each workspace's oldest steps in
-/// turn (round-robin by rank) so a busy workspace cannot starve a quiet one.
+/// turn (round-robin by rank) so a busy workspace cannot starve a quiet one. The workspaces with
+/// pending steps are walked through the `(queue, workspace_id, run_at)` index one seek each, and
+/// only their few oldest due steps are ranked: the cost follows the number of workspaces, not
+/// the size of the backlog.
 pub(crate) async fn claim(tx: &mut Tx, params: &ClaimParams) -> StoreResult<Vec<ClaimedStep>> {
     let at = now();
     let expires =
@@ -207,9 +210,22 @@ pub(crate) async fn claim(tx: &mut Tx, params: &ClaimParams) -> StoreResult<Vec<
     let rows = sqlx::query_as::<_, ClaimedRow>(
         "UPDATE action_executions SET status = 'running', attempt = attempt + 1, lease_owner = $1, lease_token = $2, \
          lease_expires_at = $3, started_at = COALESCE(started_at, $4) \
-         WHERE id IN (SELECT id FROM (SELECT id, run_at, ROW_NUMBER() OVER (PARTITION BY workspace_id ORDER BY run_at, id) AS rank \
-                      FROM action_executions WHERE status = 'pending' AND queue = $5 AND run_at <= $4) \
-                      WHERE rank <= $6 ORDER BY rank, run_at LIMIT $7) \
+         WHERE id IN ( \
+             WITH RECURSIVE workspaces(ws) AS ( \
+                 SELECT (SELECT workspace_id FROM action_executions WHERE status = 'pending' AND queue = $5 ORDER BY workspace_id LIMIT 1) \
+                 UNION ALL \
+                 SELECT (SELECT workspace_id FROM action_executions \
+                         WHERE status = 'pending' AND queue = $5 AND workspace_id > workspaces.ws \
+                         ORDER BY workspace_id LIMIT 1) \
+                 FROM workspaces WHERE workspaces.ws IS NOT NULL), \
+             oldest AS ( \
+                 SELECT a.id, a.workspace_id, a.run_at FROM workspaces w JOIN action_executions a \
+                 ON a.id IN (SELECT b.id FROM action_executions b WHERE b.status = 'pending' AND b.queue = $5 \
+                             AND b.workspace_id = w.ws AND b.run_at <= $4 ORDER BY b.run_at, b.id LIMIT $6) \
+                 WHERE w.ws IS NOT NULL) \
+             SELECT id FROM (SELECT id, run_at, ROW_NUMBER() OVER (PARTITION BY workspace_id ORDER BY run_at, id) AS rank \
+                             FROM oldest) \
+             ORDER BY rank, run_at LIMIT $7) \
          RETURNING id, workspace_id, flow_execution_id, action_id, node_id, attempt, max_attempts",
     )
     .bind(&params.owner)
