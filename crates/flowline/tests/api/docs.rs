@@ -50,3 +50,51 @@ api_test! {
         assert_eq!(ready["status"], "ok");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_while_the_database_does_not_answer() {
+    use sqlx::Connection;
+    let app = crate::support::TestApp::postgres().await;
+    let ready = app.raw(Method::GET, "/readyz", &[], None).await.expect(200);
+    assert_eq!(ready["status"], "ok");
+    // Refuse new connections to the app's database and drop the open ones.
+    let mut admin = sqlx::PgConnection::connect(&crate::support::pg_admin_url())
+        .await
+        .unwrap();
+    let url = app.pg_url.clone().unwrap();
+    let database = url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let quoted = format!("\"{database}\"");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {quoted} ALLOW_CONNECTIONS false"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&database)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let down = app.raw(Method::GET, "/readyz", &[], None).await;
+    assert_eq!(down.status.as_u16(), 503, "{}", down.body);
+    assert_eq!(down.body["code"], "unavailable");
+    let health = app
+        .raw(Method::GET, "/healthz", &[], None)
+        .await
+        .expect(200);
+    assert_eq!(health["status"], "ok", "the process itself is still alive");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {quoted} ALLOW_CONNECTIONS true"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    app.raw(Method::GET, "/readyz", &[], None).await.expect(200);
+}

@@ -53,6 +53,8 @@ pub struct TestApp {
     pub workspace: WorkspaceId,
     /// Its owner's token.
     pub owner: String,
+    /// The PostgreSQL database's URL, on PostgreSQL.
+    pub pg_url: Option<String>,
     client: reqwest::Client,
     _guard: Box<dyn std::any::Any + Send>,
 }
@@ -124,7 +126,7 @@ impl TestApp {
             .await
             .expect("open SQLite");
         store.migrate().await.expect("migrate");
-        Self::start(Arc::new(store), Box::new(dir)).await
+        Self::start(Arc::new(store), Box::new(dir), None).await
     }
 
     /// On a fresh PostgreSQL database.
@@ -134,10 +136,15 @@ impl TestApp {
             .expect("scratch database");
         PgStore::migrate(&db.settings()).await.expect("migrate");
         let store = PgStore::connect(&db.settings()).await.expect("connect");
-        Self::start(Arc::new(store), Box::new(db)).await
+        let url = db.url().to_owned();
+        Self::start(Arc::new(store), Box::new(db), Some(url)).await
     }
 
-    async fn start(store: Arc<dyn Store>, guard: Box<dyn std::any::Any + Send>) -> Self {
+    async fn start(
+        store: Arc<dyn Store>,
+        guard: Box<dyn std::any::Any + Send>,
+        pg_url: Option<String>,
+    ) -> Self {
         let token = ClearToken::generate();
         let created = store
             .create_workspace(NewWorkspace {
@@ -163,6 +170,7 @@ impl TestApp {
             base,
             workspace: created.workspace.id,
             owner: token.expose().to_owned(),
+            pg_url,
             client: reqwest::Client::new(),
             _guard: guard,
         }
