@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -60,6 +61,9 @@ pub struct SqliteStore {
     pool: SqlitePool,
     work: Arc<watch::Sender<u64>>,
     writer: mpsc::Sender<Job>,
+    /// Write transactions of this process waiting for SQLite's lock outside the writer task;
+    /// the writer lets them in between its batches.
+    waiting_writers: Arc<AtomicUsize>,
 }
 
 impl SqliteStore {
@@ -87,6 +91,8 @@ impl SqliteStore {
         // its statements is a round trip to that connection, and on a busy runtime every round
         // trip would otherwise wait behind the workers' tasks.
         let (writer, jobs) = mpsc::channel(4096);
+        let waiting_writers = Arc::new(AtomicUsize::new(0));
+        let waiting = waiting_writers.clone();
         let (ready, started) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("flowline-sqlite-writer".into())
@@ -111,7 +117,7 @@ impl SqliteStore {
                     match connected {
                         Ok(writer_pool) => {
                             let _ = ready.send(Ok(()));
-                            crate::writer::run(writer_pool, jobs).await;
+                            crate::writer::run(writer_pool, jobs, waiting).await;
                         }
                         Err(error) => {
                             let _ = ready.send(Err(error));
@@ -125,6 +131,7 @@ impl SqliteStore {
             pool,
             work: Arc::new(watch::Sender::new(0)),
             writer,
+            waiting_writers,
         })
     }
 
@@ -171,7 +178,12 @@ impl SqliteStore {
     pub(crate) async fn begin(&self, access: Access) -> StoreResult<Tx> {
         match access {
             Access::Read => self.pool.begin().await,
-            Access::Write => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Access::Write => {
+                self.waiting_writers.fetch_add(1, Ordering::SeqCst);
+                let begun = self.pool.begin_with("BEGIN IMMEDIATE").await;
+                self.waiting_writers.fetch_sub(1, Ordering::SeqCst);
+                begun
+            }
         }
         .map_err(db_error)
     }

@@ -9,6 +9,10 @@
 
 use flowline_store::execution::{ClaimParams, ClaimedStep, FinishOutcome, FinishStep};
 use flowline_store::{StoreError, StoreResult};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
@@ -19,6 +23,18 @@ use crate::sql_store::{Tx, db_error};
 
 /// The most jobs one commit carries.
 const MAX_BATCH: usize = 512;
+/// The longest the writer holds back for other writers before its next batch.
+const MAX_YIELD: Duration = Duration::from_millis(50);
+
+/// Lets this process's other write transactions (API changes, starts, heartbeats) take SQLite's
+/// lock before the next batch: back to back, the writer's commits would leave them only the gaps
+/// between two commits, which SQLite's busy handler rarely hits.
+async fn make_way(waiting: &AtomicUsize) {
+    let started = tokio::time::Instant::now();
+    while waiting.load(Ordering::SeqCst) > 0 && started.elapsed() < MAX_YIELD {
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+}
 
 /// A write the writer task runs.
 pub(crate) enum Job {
@@ -34,9 +50,14 @@ enum Done {
 }
 
 /// Runs jobs until every sender is gone.
-pub(crate) async fn run(pool: SqlitePool, mut jobs: mpsc::Receiver<Job>) {
+pub(crate) async fn run(
+    pool: SqlitePool,
+    mut jobs: mpsc::Receiver<Job>,
+    waiting: Arc<AtomicUsize>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = jobs.recv().await {
+        make_way(&waiting).await;
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
