@@ -147,7 +147,7 @@ async fn three_workers_run_two_thousand_steps_exactly_once_through_a_sigkill_and
             == RUNS as i64
     })
     .await;
-    for worker in workers.iter_mut().skip(1) {
+    for worker in &mut workers[1..] {
         let _ = worker.signal("-TERM");
     }
 
