@@ -53,6 +53,7 @@ pub struct PgStore {
     pool: PgPool,
     work: Arc<watch::Sender<u64>>,
     outbox: Arc<watch::Sender<u64>>,
+    finisher: tokio::sync::mpsc::Sender<crate::finisher::Report>,
 }
 
 /// The channel processes tell each other of new work on.
@@ -89,10 +90,13 @@ impl PgStore {
             .connect_with(options(&settings.url)?)
             .await
             .map_err(db_error)?;
+        let (finisher, reports) = tokio::sync::mpsc::channel(4096);
+        tokio::spawn(crate::finisher::run(pool.clone(), reports));
         Ok(Self {
             pool,
             work: Arc::new(watch::Sender::new(0)),
             outbox: Arc::new(watch::Sender::new(0)),
+            finisher,
         })
     }
 
@@ -112,13 +116,15 @@ impl PgStore {
         self.outbox.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Records a step's end in a transaction of its own: PostgreSQL takes many writers.
+    /// Records a step's end through the finisher's next group commit.
     pub(crate) async fn write_finish(&self, params: FinishStep) -> StoreResult<FinishOutcome> {
-        let mut tx = self.begin(Access::Write).await?;
-        enter_workspace(&mut tx, params.workspace_id).await?;
-        let outcome = crate::sql_execution::finish_step(&mut tx, &params).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(outcome)
+        let gone = || StoreError::Backend("the step finisher has stopped".into());
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.finisher
+            .send((params, reply))
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     /// Claims in a transaction of its own.

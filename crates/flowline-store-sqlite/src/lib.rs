@@ -7,7 +7,8 @@
 //! with PostgreSQL lives in `flowline-store/shared/sql_store.rs`.
 
 mod backend;
-mod batch;
+#[path = "../../flowline-store/shared/sql_batch.rs"]
+mod sql_batch;
 #[path = "../../flowline-store/shared/sql_execution.rs"]
 mod sql_execution;
 #[path = "../../flowline-store/shared/sql_store.rs"]

@@ -17,7 +17,7 @@ use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::claim;
-use crate::batch::finish_steps;
+use crate::sql_batch::finish_steps;
 use crate::sql_execution::finish_step;
 use crate::sql_store::{Tx, db_error};
 

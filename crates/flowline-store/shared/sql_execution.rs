@@ -1073,7 +1073,10 @@ pub(crate) async fn heartbeat(
     let at = db_now(tx).await?;
     let expires = at + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
     let mut lost = Vec::new();
-    for (step, token) in held {
+    // In step id order, the order batched step ends lock rows in, so the two cannot deadlock.
+    let mut held = held.to_vec();
+    held.sort();
+    for (step, token) in &held {
         let execution: Option<Uuid> = sqlx::query_scalar(
             "UPDATE action_executions SET lease_expires_at = $1 WHERE id = $2 AND status = 'running' AND lease_token = $3 \
              RETURNING flow_execution_id",

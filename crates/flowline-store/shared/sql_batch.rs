@@ -1,8 +1,9 @@
-//! Many step ends in a few statements, for the SQLite writer's group commits.
+//! Many step ends in a few statements, for group commits: SQLite's writer task, and
+//! PostgreSQL's finisher (per workspace, under row-level security).
 //!
-//! Each statement is a round trip to SQLite's connection thread, and round trips, not SQL, bound
-//! the writer: a batch of step ends costs about ten statements here instead of seven per step.
-//! The effects are those of `sql_execution::finish_step` for each report.
+//! Each statement is a round trip, and round trips, not SQL, bound a step's end: a batch costs
+//! about ten statements here instead of seven per step. The effects are those of
+//! `sql_execution::finish_step` for each report. Compiled into each backend like `sql_store.rs`.
 
 use std::collections::HashMap;
 
@@ -15,7 +16,7 @@ use sqlx::QueryBuilder;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::backend::{Db, db_now};
+use crate::backend::{Db, FOR_UPDATE, db_now};
 use crate::sql_execution::{error_json, push_ids};
 use crate::sql_store::{Tx, db_error};
 
@@ -58,6 +59,10 @@ pub(crate) async fn finish_steps(
          WHERE s.status = 'running' AND s.id IN (",
     );
     push_ids(&mut query, &ids);
+    // On PostgreSQL the rows stay locked to the commit, so a cancel applies before or after; they
+    // are locked in step id order, the order heartbeats take too, so the two cannot deadlock.
+    query.push(" ORDER BY s.id ");
+    query.push(FOR_UPDATE);
     let held: HashMap<Uuid, Held> = query
         .build_query_as::<Held>()
         .fetch_all(&mut **tx)
