@@ -48,6 +48,17 @@ async fn wait_for(url: &str, what: &str, mut done: impl AsyncFnMut(&mut PgConnec
     }
 }
 
+/// Running steps whose lease owner matches `holder` (a `LIKE` pattern).
+async fn held_by(conn: &mut PgConnection, holder: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM action_executions WHERE status = 'running' AND lease_owner LIKE $1",
+    )
+    .bind(holder)
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
 async fn count(conn: &mut PgConnection, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
 }
@@ -127,7 +138,22 @@ async fn three_workers_run_two_thousand_steps_exactly_once_through_a_sigkill_and
             >= (RUNS * STEPS / 4) as i64
     })
     .await;
-    // One worker dies mid-run; the others rescue what it held once its leases expire.
+    // One worker dies mid-run, holding steps; the others rescue them once their leases expire.
+    // It is frozen first, and killed only once the database shows it holding running steps,
+    // so the kill is sure to strand some.
+    let holder = format!("%-{}", workers[0].pid());
+    loop {
+        wait_for(db.url(), "the first worker to hold steps", async |c| {
+            held_by(c, &holder).await > 0
+        })
+        .await;
+        workers[0].nudge("-STOP");
+        let mut check = PgConnection::connect(db.url()).await.unwrap();
+        if held_by(&mut check, &holder).await > 0 {
+            break;
+        }
+        workers[0].nudge("-CONT");
+    }
     let _ = workers[0].signal("-KILL");
     // Every connection to the database is dropped under the survivors' feet.
     let mut admin = PgConnection::connect(db.url()).await.unwrap();

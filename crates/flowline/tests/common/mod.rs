@@ -50,6 +50,20 @@ impl Proc {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().expect("running").id()
+    }
+
+    /// Sends a signal that does not end the process (`-STOP`, `-CONT`).
+    pub fn nudge(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
     /// Sends `signal` (`-TERM`, `-KILL`) and waits for the exit.
     pub fn signal(&mut self, signal: &str) -> ExitStatus {
         let mut child = self.0.take().expect("running");
