@@ -1,6 +1,9 @@
 //! Running the `flowline` binary in tests: processes that are killed when dropped, started and
 //! waited for by what they print, never by sleeping.
 
+// Each test binary that includes this module uses a different part of it.
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
