@@ -234,6 +234,16 @@ async fn create_flow_action(
         body.retry.as_ref(),
         body.timeout_ms,
     );
+    if errors.0.is_empty() {
+        crate::refs::check_action_refs(
+            &mut errors,
+            &state,
+            auth.workspace(),
+            body.action_type,
+            &body.action_config,
+        )
+        .await?;
+    }
     errors.into_result().map_err(ApiError::Validation)?;
     let action = state
         .store
@@ -295,6 +305,10 @@ async fn update_flow_action(
         body.retry.as_ref().and_then(Option::as_ref),
         body.timeout_ms.flatten(),
     );
+    if let (true, Some(config)) = (errors.0.is_empty(), &body.action_config) {
+        crate::refs::check_action_refs(&mut errors, &state, auth.workspace(), new_type, config)
+            .await?;
+    }
     errors.into_result().map_err(ApiError::Validation)?;
     let action = state
         .store

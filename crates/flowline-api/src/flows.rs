@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use flowline_core::crm::EventTrigger;
 use flowline_core::graph::FlowGraph;
 use flowline_core::id::FlowId;
 use flowline_core::role::Role;
@@ -41,6 +42,9 @@ pub struct CreateFlow {
     graph: Option<FlowGraph>,
     /// Runs the flow by itself on a cron schedule (while it is active).
     schedule: Option<Schedule>,
+    /// Contact events that start the flow (while it is active).
+    #[serde(default)]
+    triggers: Vec<EventTrigger>,
 }
 
 /// Changes to a flow; absent fields are kept.
@@ -61,6 +65,55 @@ pub struct UpdateFlow {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<Schedule>)]
     schedule: Option<Option<Schedule>>,
+    /// New event triggers, replacing the old ones.
+    triggers: Option<Vec<EventTrigger>>,
+}
+
+/// Checks event triggers: no filter their event lacks, and every tag, board and column they
+/// name exists (and the column is on the board).
+async fn check_triggers(
+    errors: &mut ValidationErrors,
+    state: &AppState,
+    workspace: flowline_core::id::WorkspaceId,
+    triggers: &[EventTrigger],
+) -> ApiResult<()> {
+    if triggers.len() > 20 {
+        errors.push("triggers", "at most 20 triggers");
+    }
+    for (i, trigger) in triggers.iter().enumerate() {
+        if let Some(problem) = trigger.problem() {
+            errors.push(format!("triggers[{i}]"), problem);
+            continue;
+        }
+        if let Some(tag) = trigger.tag_id
+            && let Err(e) = state.store.get_tag(workspace, tag).await
+        {
+            crate::refs::missing(errors, format!("triggers[{i}].tagId"), "tag", e)?;
+        }
+        if let Some(board) = trigger.board_id {
+            match state.store.get_board(workspace, board).await {
+                Ok(b) => {
+                    if let Some(column) = trigger.column_id
+                        && !b.columns.iter().any(|c| c.id == column)
+                    {
+                        errors.push(
+                            format!("triggers[{i}].columnId"),
+                            "no such column on the board",
+                        );
+                    }
+                }
+                Err(e) => {
+                    crate::refs::missing(errors, format!("triggers[{i}].boardId"), "board", e)?
+                }
+            }
+        } else if trigger.column_id.is_some() {
+            errors.push(
+                format!("triggers[{i}].columnId"),
+                "give the column's `boardId` too",
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Parses a schedule and plans its next slot.
@@ -158,6 +211,7 @@ async fn create_flow(
     let graph = body.graph.unwrap_or_default();
     check_graph(&mut errors, &graph);
     let schedule = check_schedule(&mut errors, body.schedule);
+    check_triggers(&mut errors, &state, auth.workspace(), &body.triggers).await?;
     errors.into_result().map_err(ApiError::Validation)?;
     let flow = state
         .store
@@ -169,6 +223,7 @@ async fn create_flow(
                 description,
                 graph,
                 schedule,
+                triggers: body.triggers,
             },
         )
         .await?;
@@ -206,6 +261,9 @@ async fn update_flow(
         check_graph(&mut errors, graph);
     }
     let schedule = body.schedule.map(|s| check_schedule(&mut errors, s));
+    if let Some(triggers) = &body.triggers {
+        check_triggers(&mut errors, &state, auth.workspace(), triggers).await?;
+    }
     if body.status == Some(FlowStatus::Active) {
         errors.push(
             "status",
@@ -225,6 +283,7 @@ async fn update_flow(
                 graph: body.graph,
                 status: body.status,
                 schedule,
+                triggers: body.triggers,
             },
         )
         .await?;

@@ -8,6 +8,8 @@
 pub mod actions;
 pub mod audit;
 pub mod auth;
+pub mod contacts;
+pub mod crm;
 pub mod error;
 pub mod executions;
 pub mod extract;
@@ -17,6 +19,7 @@ pub mod hooks;
 pub mod members;
 mod nullable;
 pub mod page;
+mod refs;
 pub mod tokens;
 
 use std::future::Future;
@@ -69,6 +72,8 @@ impl AppState {
         (name = "flows", description = "Flows and their graphs"),
         (name = "executions", description = "Publishing flows and their runs"),
         (name = "triggers", description = "Inbound webhooks that start runs"),
+        (name = "contacts", description = "Contacts, their tags and board places, and backups of deleted ones"),
+        (name = "crm", description = "Tags, agents, campaigns and boards"),
         (name = "tokens", description = "API tokens"),
         (name = "members", description = "Workspace members"),
         (name = "audit", description = "Who changed what"),
@@ -103,6 +108,8 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(actions::router())
         .merge(flows::router())
+        .merge(contacts::router())
+        .merge(crm::router())
         .merge(executions::router())
         .merge(hooks::router())
         .merge(tokens::router())

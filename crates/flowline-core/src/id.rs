@@ -66,4 +66,24 @@ ids! {
     AuditId,
     /// A contact.
     ContactId,
+    /// A tag.
+    TagId,
+    /// An agent who takes assignments.
+    AgentId,
+    /// One assignment of a contact to an agent.
+    AssignmentId,
+    /// A campaign.
+    CampaignId,
+    /// A contact's subscription to a campaign.
+    SubscriptionId,
+    /// A kanban board.
+    BoardId,
+    /// A column (stage) of a board.
+    ColumnId,
+    /// Where a contact sits on a board.
+    CardId,
+    /// A move of a contact on a board.
+    MoveId,
+    /// A snapshot of a deleted contact.
+    BackupId,
 }

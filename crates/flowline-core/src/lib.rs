@@ -6,6 +6,7 @@
 //! on any storage, engine or HTTP crate.
 
 pub mod action;
+pub mod crm;
 pub mod email;
 pub mod graph;
 pub mod id;

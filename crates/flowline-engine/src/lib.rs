@@ -244,6 +244,7 @@ impl Engine {
             input: run.input,
             first_step,
             dedupe_key: run.dedupe_key,
+            depth: 0,
         })
     }
 
@@ -269,6 +270,29 @@ impl Engine {
 
     pub(crate) fn executors(&self) -> &Executors {
         &self.executors
+    }
+}
+
+impl flowline_store::crm::RunPlanner for Engine {
+    fn plan_event_run(
+        &self,
+        workspace: WorkspaceId,
+        version: &FlowVersion,
+        event: &flowline_core::crm::ContactEvent,
+        trigger: Value,
+    ) -> Result<NewExecution, StoreError> {
+        self.plan(
+            workspace,
+            version,
+            StartRun {
+                flow_id: version.flow_id,
+                contact_id: Some(event.contact_id),
+                trigger_kind: flowline_core::status::TriggerKind::Event,
+                trigger,
+                input: json!({}),
+                dedupe_key: None,
+            },
+        )
     }
 }
 

@@ -7,15 +7,17 @@ use std::time::Duration;
 use flowline_core::id::StepId;
 use flowline_core::status::{ErrorCategory, Queue, StepStatus};
 use flowline_store::StoreError;
+use flowline_store::crm::RunPlanner;
 use flowline_store::execution::{
-    ClaimParams, ClaimedStep, FinishOutcome, FinishStep, Next, StepResult,
+    ClaimParams, ClaimedStep, FinishOutcome, FinishStep, FlowVersion, Next, StepResult,
+    VersionAction,
 };
 use serde_json::{Map, Value, json};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use uuid::Uuid;
 
-use crate::executor::StepContext;
+use crate::executor::{Runner, StepContext, StepOutput};
 use crate::failure::Failure;
 use crate::template::Renderer;
 use crate::walker::{self, Walk};
@@ -313,13 +315,17 @@ async fn rescue_loop(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// The context templates see at this step.
-fn context(step: &ClaimedStep, variables: &[flowline_store::execution::Variable]) -> Value {
+fn context(
+    step: &ClaimedStep,
+    contact: &Option<Value>,
+    variables: &[flowline_store::execution::Variable],
+) -> Value {
     let vars: Map<String, Value> = variables
         .iter()
         .map(|v| (v.name.clone(), v.value.clone()))
         .collect();
     json!({
-        "contact": step.contact_id.map(|c| json!({"id": c})),
+        "contact": contact,
         "vars": vars,
         "trigger": step.trigger,
         "execution": {
@@ -342,7 +348,12 @@ pub(crate) async fn run_step(
         .version(step.workspace_id, step.flow_id, step.flow_version)
         .await?;
     let mut variables = step.variables.clone();
-    let renderer = Renderer::new(&context(&step, &variables));
+    // The contact is read fresh at every step, so a step sees what earlier steps changed.
+    let contact = match step.contact_id {
+        Some(id) => engine.store.contact_context(step.workspace_id, id).await?,
+        None => None,
+    };
+    let renderer = Renderer::new(&context(&step, &contact, &variables));
     let Some(action) = version.action(step.action_id) else {
         let failure = internal(format!(
             "version {} of the flow has no action {}",
@@ -372,41 +383,86 @@ pub(crate) async fn run_step(
             ),
             "disable the action or upgrade Flowline",
         )),
-        Some(executor) => {
+        Some(runner) => {
             let context = StepContext {
                 step_id: step.id,
                 workspace_id: step.workspace_id,
                 execution_id: step.execution_id,
                 attempt: step.attempt,
+                contact_id: step.contact_id,
                 config: &action.action_config,
                 renderer: &renderer,
             };
-            tokio::time::timeout(timeout, executor.execute(&context))
-                .await
-                .unwrap_or_else(|_| Err(Failure::timeout(timeout)))
+            match runner {
+                Runner::Plain(executor) => {
+                    tokio::time::timeout(timeout, executor.execute(&context))
+                        .await
+                        .unwrap_or_else(|_| Err(Failure::timeout(timeout)))
+                }
+                Runner::Internal(executor) => {
+                    let planner: Arc<dyn RunPlanner> = engine.clone();
+                    let begun = engine
+                        .store
+                        .begin_step(
+                            step.workspace_id,
+                            step.execution_id,
+                            step.id,
+                            step.lease_token,
+                            &planner,
+                        )
+                        .await;
+                    match begun {
+                        Ok(None) => {
+                            tracing::warn!(step = %step.id, "the step's lease was lost before it ran");
+                            return Ok(FinishOutcome::LeaseLost);
+                        }
+                        Err(error) => Err(internal(format!(
+                            "the step's transaction could not begin: {error}"
+                        ))),
+                        Ok(Some(mut tx)) => {
+                            let applied = tokio::time::timeout(
+                                timeout,
+                                executor.apply(&context, tx.as_mut()),
+                            )
+                            .await
+                            .unwrap_or_else(|_| Err(Failure::timeout(timeout)));
+                            match applied {
+                                // The change and the step's end commit together.
+                                Ok(output) => {
+                                    let contact = match step.contact_id {
+                                        Some(id) => tx.contact_context(id).await?,
+                                        None => None,
+                                    };
+                                    let (input, result) = completed(
+                                        engine,
+                                        &step,
+                                        &version,
+                                        action,
+                                        &contact,
+                                        &mut variables,
+                                        output,
+                                    );
+                                    return tx.finish(report(&step, input, result)).await;
+                                }
+                                // Nothing of it is written; the failure is recorded on its own.
+                                Err(failure) => Err(failure),
+                            }
+                        }
+                    }
+                }
+            }
         }
     };
     let (input, result) = match outcome {
-        Ok(output) => {
-            for written in &output.variables {
-                variables.retain(|v| v.name != written.name);
-                variables.push(written.clone());
-            }
-            let after = Renderer::new(&context(&step, &variables));
-            let next = match walker::after_success(&version, action, &after) {
-                Ok(Walk::Run(next)) => Next::Step(engine.new_step(next)),
-                Ok(Walk::Done) => Next::Complete,
-                Err(failure) => Next::Fail(failure.error),
-            };
-            (
-                output.input,
-                StepResult::Completed {
-                    output: output.output,
-                    variables: output.variables,
-                    next: limit(engine, &step, next),
-                },
-            )
-        }
+        Ok(output) => completed(
+            engine,
+            &step,
+            &version,
+            action,
+            &contact,
+            &mut variables,
+            output,
+        ),
         Err(failure) if failure.error.retryable && step.attempt < step.max_attempts => {
             let delay =
                 engine
@@ -448,6 +504,48 @@ pub(crate) async fn run_step(
     finish(engine, &step, input, result).await
 }
 
+/// A successful attempt's report: its variables join the run's, and the next step is chosen
+/// over the context as it is now.
+fn completed(
+    engine: &Arc<Engine>,
+    step: &ClaimedStep,
+    version: &FlowVersion,
+    action: &VersionAction,
+    contact: &Option<Value>,
+    variables: &mut Vec<flowline_store::execution::Variable>,
+    output: StepOutput,
+) -> (Option<Value>, StepResult) {
+    for written in &output.variables {
+        variables.retain(|v| v.name != written.name);
+        variables.push(written.clone());
+    }
+    let after = Renderer::new(&context(step, contact, variables));
+    let next = match walker::after_success(version, action, &after) {
+        Ok(Walk::Run(next)) => Next::Step(engine.new_step(next)),
+        Ok(Walk::Done) => Next::Complete,
+        Err(failure) => Next::Fail(failure.error),
+    };
+    (
+        output.input,
+        StepResult::Completed {
+            output: output.output,
+            variables: output.variables,
+            next: limit(engine, step, next),
+        },
+    )
+}
+
+fn report(step: &ClaimedStep, input: Option<Value>, result: StepResult) -> FinishStep {
+    FinishStep {
+        workspace_id: step.workspace_id,
+        execution_id: step.execution_id,
+        step_id: step.id,
+        lease_token: step.lease_token,
+        input,
+        result,
+    }
+}
+
 /// A run that would queue more steps than its limit fails instead.
 fn limit(engine: &Engine, step: &ClaimedStep, next: Next) -> Next {
     match next {
@@ -469,14 +567,7 @@ async fn finish(
     input: Option<Value>,
     result: StepResult,
 ) -> Result<FinishOutcome, StoreError> {
-    let report = FinishStep {
-        workspace_id: step.workspace_id,
-        execution_id: step.execution_id,
-        step_id: step.id,
-        lease_token: step.lease_token,
-        input,
-        result,
-    };
+    let report = report(step, input, result);
     // A passing database fault must not throw away a finished step's result: the report is
     // retried (it is guarded by the lease token, so a report that did commit cannot apply twice)
     // while the heartbeat keeps the lease.

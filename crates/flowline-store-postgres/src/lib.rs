@@ -12,6 +12,8 @@ mod finisher;
 pub mod scratch;
 #[path = "../../flowline-store/shared/sql_batch.rs"]
 mod sql_batch;
+#[path = "../../flowline-store/shared/sql_crm.rs"]
+mod sql_crm;
 #[path = "../../flowline-store/shared/sql_execution.rs"]
 mod sql_execution;
 #[path = "../../flowline-store/shared/sql_store.rs"]

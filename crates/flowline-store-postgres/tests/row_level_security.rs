@@ -30,6 +30,7 @@ async fn two_workspaces() -> (ScratchDatabase, PgStore, uuid::Uuid, uuid::Uuid) 
                     description: None,
                     graph: simple_graph(),
                     schedule: None,
+                    triggers: Vec::new(),
                 },
             )
             .await

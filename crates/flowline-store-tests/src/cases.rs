@@ -312,6 +312,7 @@ pub async fn flows_are_created_listed_filtered_and_paged(store: &dyn Store) {
                     description: Some("d".into()),
                     graph: simple_graph(),
                     schedule: None,
+                    triggers: Vec::new(),
                 },
             )
             .await
@@ -668,6 +669,7 @@ pub async fn an_action_is_reached_only_through_its_own_flow(store: &dyn Store) {
                 description: None,
                 graph: simple_graph(),
                 schedule: None,
+                triggers: Vec::new(),
             },
         )
         .await

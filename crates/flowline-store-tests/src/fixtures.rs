@@ -45,6 +45,7 @@ pub async fn workspace_with_flow(store: &dyn Store, name: &str) -> (CreatedWorks
                 description: None,
                 graph: simple_graph(),
                 schedule: None,
+                triggers: Vec::new(),
             },
         )
         .await

@@ -85,6 +85,7 @@ async fn run(
                     max_attempts,
                 }),
                 dedupe_key: None,
+                depth: 0,
             },
         )
         .await

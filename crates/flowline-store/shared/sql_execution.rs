@@ -36,6 +36,7 @@ struct ExecutionRow {
     input: Json<serde_json::Value>,
     status: String,
     step_count: i32,
+    depth: i32,
     error: Option<Json<serde_json::Value>>,
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
@@ -43,7 +44,7 @@ struct ExecutionRow {
 }
 
 pub(crate) const EXECUTION_COLUMNS: &str = "id, workspace_id, flow_id, flow_version, contact_id, trigger_kind, \
-     trigger, input, status, step_count, error, created_at, started_at, finished_at";
+     trigger, input, status, step_count, depth, error, created_at, started_at, finished_at";
 
 fn step_error(value: Option<Json<serde_json::Value>>) -> StoreResult<Option<StepError>> {
     value
@@ -72,6 +73,7 @@ impl TryFrom<ExecutionRow> for Execution {
                 .parse()
                 .map_err(|e| corrupt("execution status", e))?,
             step_count: r.step_count,
+            depth: r.depth,
             error: step_error(r.error)?,
             created_at: r.created_at,
             started_at: r.started_at,
@@ -317,7 +319,7 @@ pub(crate) async fn fetch_flow_version(
 }
 
 /// Queues `step` in `execution` as the next occurrence of its action.
-async fn insert_step(
+pub(crate) async fn insert_step(
     tx: &mut Tx,
     workspace: WorkspaceId,
     execution: ExecutionId,
@@ -378,7 +380,7 @@ pub(crate) async fn start_execution(
 }
 
 /// Writes a run and its first step; the flow was checked by the caller.
-async fn start_in(
+pub(crate) async fn start_in(
     tx: &mut Tx,
     workspace: WorkspaceId,
     params: NewExecution,
@@ -408,8 +410,8 @@ async fn start_in(
     let done = params.first_step.is_none();
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO flow_executions (id, workspace_id, flow_id, flow_version, contact_id, trigger_kind, trigger, \
-         input, status, step_count, created_at, started_at, finished_at, dedupe_key) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $11, $12) \
+         input, status, step_count, created_at, started_at, finished_at, dedupe_key, depth) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $11, $12, $13) \
          ON CONFLICT (flow_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id",
     )
     .bind(id.0)
@@ -424,6 +426,7 @@ async fn start_in(
     .bind(at)
     .bind(done.then_some(at))
     .bind(&params.dedupe_key)
+    .bind(params.depth)
     .fetch_optional(&mut **tx)
     .await
     .map_err(db_error)?;
@@ -616,6 +619,27 @@ pub(crate) async fn fetch_variables(
     .await
     .map_err(db_error)?;
     rows.into_iter().map(Variable::try_from).collect()
+}
+
+/// The runs for a contact, newest first.
+pub(crate) async fn contact_executions(
+    tx: &mut Tx,
+    workspace: WorkspaceId,
+    contact: flowline_core::id::ContactId,
+    page: PageRequest,
+) -> StoreResult<Page<Execution>> {
+    let rows = sqlx::query_as::<_, ExecutionRow>(AssertSqlSafe(format!(
+        "SELECT {EXECUTION_COLUMNS} FROM flow_executions WHERE workspace_id = $1 AND contact_id = $2 \
+         AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+    )))
+    .bind(workspace.0)
+    .bind(contact.0)
+    .bind(page.cursor)
+    .bind(page.fetch_limit())
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    page_of(rows, &page, |e: &Execution| e.id.0)
 }
 
 pub(crate) async fn list_executions(

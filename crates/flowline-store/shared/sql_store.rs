@@ -103,7 +103,7 @@ impl StoreImpl {
         self.signal_other_processes();
     }
 
-    async fn scoped(&self, workspace: WorkspaceId, access: Access) -> StoreResult<Tx> {
+    pub(crate) async fn scoped(&self, workspace: WorkspaceId, access: Access) -> StoreResult<Tx> {
         let mut tx = self.begin(access).await?;
         enter_workspace(&mut tx, workspace).await?;
         Ok(tx)
@@ -247,6 +247,7 @@ pub(crate) struct FlowRow {
     graph: Json<serde_json::Value>,
     schedule: Option<Json<serde_json::Value>>,
     next_fire_at: Option<DateTime<Utc>>,
+    triggers: Json<serde_json::Value>,
     webhook: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -269,6 +270,8 @@ impl TryFrom<FlowRow> for Flow {
                 .transpose()
                 .map_err(|e| corrupt("flow schedule", e))?,
             next_fire_at: r.next_fire_at,
+            triggers: serde_json::from_value(r.triggers.0)
+                .map_err(|e| corrupt("flow triggers", e))?,
             webhook: r.webhook,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -277,7 +280,7 @@ impl TryFrom<FlowRow> for Flow {
 }
 
 pub(crate) const FLOW_COLUMNS: &str = "id, workspace_id, name, description, status, version, graph, schedule, \
-     next_fire_at, webhook_token_hash IS NOT NULL AS webhook, created_at, updated_at";
+     next_fire_at, triggers, webhook_token_hash IS NOT NULL AS webhook, created_at, updated_at";
 
 #[derive(sqlx::FromRow)]
 struct ActionRow {
@@ -1181,13 +1184,15 @@ impl Store for StoreImpl {
             graph: params.graph,
             schedule: params.schedule.as_ref().map(|p| p.schedule.clone()),
             next_fire_at: params.schedule.as_ref().and_then(|p| p.next_fire_at),
+            triggers: params.triggers,
             webhook: false,
             created_at: at,
             updated_at: at,
         };
         sqlx::query(
             "INSERT INTO flows (id, workspace_id, name, description, status, version, graph, \
-             schedule, next_fire_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             schedule, next_fire_at, created_at, updated_at, triggers) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(flow.id.0)
         .bind(workspace.0)
@@ -1200,6 +1205,7 @@ impl Store for StoreImpl {
         .bind(flow.next_fire_at)
         .bind(at)
         .bind(at)
+        .bind(Json(&flow.triggers))
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
@@ -1237,6 +1243,9 @@ impl Store for StoreImpl {
             after.schedule = planned.as_ref().map(|p| p.schedule.clone());
             after.next_fire_at = planned.and_then(|p| p.next_fire_at);
         }
+        if let Some(triggers) = update.triggers {
+            after.triggers = triggers;
+        }
         if let Some(graph) = update.graph {
             let used: Vec<String> = sqlx::query_scalar(
                 "SELECT DISTINCT node_id FROM flow_actions WHERE workspace_id = $2 AND flow_id = $1",
@@ -1269,7 +1278,7 @@ impl Store for StoreImpl {
         after.updated_at = now();
         sqlx::query(
             "UPDATE flows SET name = $1, description = $2, status = $3, graph = $4, updated_at = $5, \
-             schedule = $8, next_fire_at = $9 WHERE workspace_id = $6 AND id = $7",
+             schedule = $8, next_fire_at = $9, triggers = $10 WHERE workspace_id = $6 AND id = $7",
         )
         .bind(&after.name)
         .bind(&after.description)
@@ -1280,6 +1289,7 @@ impl Store for StoreImpl {
         .bind(id.0)
         .bind(after.schedule.as_ref().map(Json))
         .bind(after.next_fire_at)
+        .bind(Json(&after.triggers))
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;

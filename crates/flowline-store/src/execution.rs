@@ -107,6 +107,8 @@ pub struct Execution {
     pub status: ExecutionStatus,
     /// Steps enqueued so far.
     pub step_count: i32,
+    /// How deep in a chain of event-started runs it is (0: not started by an event).
+    pub depth: i32,
     /// Why it failed.
     pub error: Option<StepError>,
     /// When it was accepted.
@@ -233,6 +235,8 @@ pub struct NewExecution {
     pub first_step: Option<NewStep>,
     /// A webhook delivery or schedule slot: a second start with the same key finds the first run.
     pub dedupe_key: Option<String>,
+    /// How deep in a chain of event-started runs this one is (0: not started by an event).
+    pub depth: i32,
 }
 
 /// A started run, or the run an earlier start with the same key made.

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use flowline_core::action::ActionType;
+use flowline_core::crm::EventTrigger;
 use flowline_core::graph::FlowGraph;
 use flowline_core::id::{ActionId, ExecutionId, FlowId, StepId, WorkspaceId};
 use flowline_core::retry::RetryPolicy;
@@ -31,6 +32,8 @@ pub struct Flow {
     pub schedule: Option<Schedule>,
     /// The next slot of its schedule.
     pub next_fire_at: Option<DateTime<Utc>>,
+    /// The contact events that start it.
+    pub triggers: Vec<EventTrigger>,
     /// Whether it has an inbound webhook token (`POST /hooks/{flowId}`).
     pub webhook: bool,
     /// When it was created.
@@ -66,6 +69,8 @@ pub struct NewFlow {
     pub graph: FlowGraph,
     /// Its schedule, already parsed.
     pub schedule: Option<PlannedSchedule>,
+    /// The contact events that start it.
+    pub triggers: Vec<EventTrigger>,
 }
 
 /// Changes to a flow; `None` keeps a field.
@@ -81,6 +86,8 @@ pub struct FlowUpdate {
     pub status: Option<FlowStatus>,
     /// New schedule (`Some(None)` removes it).
     pub schedule: Option<Option<PlannedSchedule>>,
+    /// New event triggers.
+    pub triggers: Option<Vec<EventTrigger>>,
 }
 
 /// An action of a flow: one typed, validated step a node runs.

@@ -9,6 +9,7 @@
 //! makes it and writes its audit entry in the same transaction as the change.
 
 pub mod audit;
+pub mod crm;
 pub mod error;
 pub mod execution;
 pub mod flow;
@@ -39,7 +40,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Flowline's storage. Implementations must behave identically; `flowline-store-tests` checks it.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: crm::CrmStore + Send + Sync + 'static {
     /// A signal that changes whenever this process queued or returned work to a queue, so idle
     /// workers wake without polling.
     fn subscribe_work(&self) -> tokio::sync::watch::Receiver<u64>;

@@ -106,6 +106,7 @@ async fn chain_flow(
                 description: None,
                 graph,
                 schedule: None,
+                triggers: Vec::new(),
             },
         )
         .await?;

@@ -95,6 +95,7 @@ async fn three_workers_run_two_thousand_steps_exactly_once_through_a_sigkill_and
                 description: None,
                 graph,
                 schedule: None,
+                triggers: Vec::new(),
             },
         )
         .await

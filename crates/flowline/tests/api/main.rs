@@ -6,6 +6,7 @@ mod actions;
 mod audit;
 mod auth;
 mod bad_input;
+mod crm;
 mod docs;
 mod executions;
 mod flows;
