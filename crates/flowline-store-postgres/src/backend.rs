@@ -59,8 +59,14 @@ pub struct PgStore {
 /// The channel processes tell each other of new work on.
 const WORK_CHANNEL: &str = "flowline_work";
 
+/// The URL's options; connections name this process (`flowline-<pid>`) in `pg_stat_activity`
+/// unless the URL names an `application_name` itself.
 fn options(url: &str) -> StoreResult<PgConnectOptions> {
-    PgConnectOptions::from_str(url).map_err(db_error)
+    let options = PgConnectOptions::from_str(url).map_err(db_error)?;
+    if options.get_application_name().is_some() {
+        return Ok(options);
+    }
+    Ok(options.application_name(&format!("flowline-{}", std::process::id())))
 }
 
 impl PgStore {
@@ -134,6 +140,11 @@ impl PgStore {
         let claimed = claim(&mut tx, params).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(claimed)
+    }
+
+    /// PostgreSQL locks rows, not the database: step transactions need no turn.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        None
     }
 
     pub(crate) async fn begin(&self, _access: Access) -> StoreResult<Tx> {

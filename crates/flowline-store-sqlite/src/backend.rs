@@ -64,6 +64,10 @@ pub struct SqliteStore {
     /// Write transactions of this process waiting for SQLite's lock outside the writer task;
     /// the writer lets them in between its batches.
     waiting_writers: Arc<AtomicUsize>,
+    /// Taken by the writer for each batch and by each step's own transaction for its whole
+    /// length: the process's busiest writers take turns here, in order, instead of meeting at
+    /// SQLite's lock, whose busy handler waits by sleeping for milliseconds at a time.
+    gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -93,6 +97,8 @@ impl SqliteStore {
         let (writer, jobs) = mpsc::channel(4096);
         let waiting_writers = Arc::new(AtomicUsize::new(0));
         let waiting = waiting_writers.clone();
+        let gate = Arc::new(tokio::sync::Mutex::new(()));
+        let writer_gate = gate.clone();
         let (ready, started) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("flowline-sqlite-writer".into())
@@ -117,7 +123,7 @@ impl SqliteStore {
                     match connected {
                         Ok(writer_pool) => {
                             let _ = ready.send(Ok(()));
-                            crate::writer::run(writer_pool, jobs, waiting).await;
+                            crate::writer::run(writer_pool, jobs, waiting, writer_gate).await;
                         }
                         Err(error) => {
                             let _ = ready.send(Err(error));
@@ -132,6 +138,7 @@ impl SqliteStore {
             work: Arc::new(watch::Sender::new(0)),
             writer,
             waiting_writers,
+            gate,
         })
     }
 
@@ -170,6 +177,11 @@ impl SqliteStore {
 
     pub(crate) fn work_signal(&self) -> &watch::Sender<u64> {
         &self.work
+    }
+
+    /// The turn of a step's own transaction among this process's writers; see `gate`.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        Some(self.gate.clone().lock_owned().await)
     }
 
     /// One process owns a SQLite file: there is nobody else to tell.

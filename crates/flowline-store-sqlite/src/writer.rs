@@ -54,6 +54,7 @@ pub(crate) async fn run(
     pool: SqlitePool,
     mut jobs: mpsc::Receiver<Job>,
     waiting: Arc<AtomicUsize>,
+    gate: Arc<tokio::sync::Mutex<()>>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = jobs.recv().await {
@@ -65,7 +66,10 @@ pub(crate) async fn run(
                 Err(_) => break,
             }
         }
-        match together(&pool, &batch).await {
+        let turn = gate.lock().await;
+        let together = together(&pool, &batch).await;
+        drop(turn);
+        match together {
             Ok(results) => {
                 for (job, result) in batch.drain(..).zip(results) {
                     reply(job, Ok(result));
@@ -74,7 +78,9 @@ pub(crate) async fn run(
             Err(error) => {
                 tracing::warn!(%error, jobs = batch.len(), "a group commit failed; running its jobs one by one");
                 for job in batch.drain(..) {
+                    let turn = gate.lock().await;
                     let result = alone(&pool, &job).await;
+                    drop(turn);
                     reply(job, result);
                 }
             }

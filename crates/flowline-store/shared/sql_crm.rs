@@ -1376,6 +1376,8 @@ struct SavedCard {
 /// A claimed step's transaction; see [`StepTransaction`].
 pub(crate) struct SqlStepTx {
     tx: Tx,
+    /// This transaction's turn among the process's writers (SQLite), held until it ends.
+    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
     store: StoreImpl,
     workspace: WorkspaceId,
     cause: Cause,
@@ -1488,7 +1490,13 @@ impl StepTransaction for SqlStepTx {
     }
 
     async fn finish(self: Box<Self>, params: FinishStep) -> StoreResult<FinishOutcome> {
-        let mut this = *self;
+        let SqlStepTx {
+            mut tx,
+            turn,
+            store,
+            queued,
+            ..
+        } = *self;
         let queues_more = matches!(
             &params.result,
             StepResult::Completed {
@@ -1499,19 +1507,21 @@ impl StepTransaction for SqlStepTx {
                 ..
             } | StepResult::RetryLater { .. }
         );
-        let outcome = sql_execution::finish_step(&mut this.tx, &params).await?;
+        let outcome = sql_execution::finish_step(&mut tx, &params).await?;
         if outcome != FinishOutcome::Applied {
             // The lease was lost or the run cancelled: the step's changes go with it.
-            this.tx.rollback().await.map_err(db_error)?;
+            tx.rollback().await.map_err(db_error)?;
+            drop(turn);
             if outcome == FinishOutcome::Cancelled {
                 // Ends the step `cancelled` on its own, without the changes.
-                return flowline_store::Store::finish_step(&this.store, params).await;
+                return flowline_store::Store::finish_step(&store, params).await;
             }
             return Ok(outcome);
         }
-        commit(this.tx).await?;
-        if this.queued || queues_more {
-            this.store.notify_work();
+        commit(tx).await?;
+        drop(turn);
+        if queued || queues_more {
+            store.notify_work();
         }
         Ok(outcome)
     }
@@ -1536,6 +1546,7 @@ impl CrmStore for StoreImpl {
         lease_token: Uuid,
         planner: &Arc<dyn RunPlanner>,
     ) -> StoreResult<Option<Box<dyn StepTransaction>>> {
+        let turn = self.write_turn().await;
         let mut tx = self.begin(Access::Write).await?;
         enter_workspace(&mut tx, workspace).await?;
         let depth: Option<i32> = sqlx::query_scalar(AssertSqlSafe(format!(
@@ -1556,6 +1567,7 @@ impl CrmStore for StoreImpl {
         };
         Ok(Some(Box::new(SqlStepTx {
             tx,
+            turn,
             store: self.clone(),
             workspace,
             cause: planner_cause(depth, execution),

@@ -13,6 +13,7 @@ use flowline_core::status::{ExecutionStatus, TriggerKind};
 use flowline_core::token::ClearToken;
 use flowline_engine::{Engine, StartRun};
 use flowline_store::Store;
+use flowline_store::crm::{NewAgent, NewContact, RunPlanner};
 use flowline_store::flow::{Flow, NewAction, NewFlow};
 use flowline_store::page::PageRequest;
 use flowline_store::tenancy::{Actor, NewWorkspace};
@@ -27,9 +28,13 @@ pub struct BenchArgs {
     /// Runs to enqueue before the workers start.
     #[arg(long, default_value_t = 2_000)]
     pub executions: usize,
-    /// `set_variable` steps per run.
+    /// `set_variable` steps per run (`--flow chain`).
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
+    /// `chain`: runs of `--steps` set_variable steps; `mixed`: one contact per run through
+    /// add_tag → assign_agent (round-robin over 4 agents) → move_to_board → set_variable.
+    #[arg(long, value_enum, default_value_t = FlowKind::Chain)]
+    pub flow: FlowKind,
     /// Worker processes (`flowline worker`); 1 runs the workers in this process.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
@@ -40,6 +45,15 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Which flow the bench runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlowKind {
+    /// `--steps` set_variable steps.
+    Chain,
+    /// The CRM actions, one contact per run.
+    Mixed,
 }
 
 /// Where the bench runs, kept alive until it ends.
@@ -128,6 +142,74 @@ async fn chain_flow(
                 },
             )
             .await?;
+    }
+    Ok(store.publish_flow(workspace, &actor, flow.id).await?)
+}
+
+/// The mixed flow: add_tag → assign_agent (round-robin over four agents) → move_to_board →
+/// set_variable, with its agents and board.
+async fn mixed_flow(
+    store: &dyn Store,
+    workspace: flowline_core::id::WorkspaceId,
+) -> anyhow::Result<Flow> {
+    let actor = Actor::system("bench");
+    for i in 0..4 {
+        let agent = NewAgent {
+            name: format!("agent {i}"),
+            email: None,
+            active: true,
+            capacity: 1_000_000,
+        };
+        store.create_agent(workspace, &actor, agent).await?;
+    }
+    let board = store
+        .create_board(
+            workspace,
+            &actor,
+            "Pipeline".into(),
+            vec!["New".into(), "Qualified".into()],
+        )
+        .await?;
+    let graph =
+        serde_json::from_value(json!({"nodes": [{"id": "n", "position": {"x": 0, "y": 0}}]}))?;
+    let flow = store
+        .create_flow(
+            workspace,
+            &actor,
+            NewFlow {
+                name: "mixed".into(),
+                description: None,
+                graph,
+                schedule: None,
+                triggers: Vec::new(),
+            },
+        )
+        .await?;
+    let steps = [
+        (ActionType::AddTag, json!({"tagName": "lead"})),
+        (ActionType::AssignAgent, json!({"strategy": "round_robin"})),
+        (
+            ActionType::MoveToBoard,
+            json!({"boardId": board.id, "columnId": board.columns[1].id}),
+        ),
+        (
+            ActionType::SetVariable,
+            json!({"name": "agent", "type": "string", "value": "{{ contact.assignedAgentId }}"}),
+        ),
+    ];
+    for (action_type, action_config) in steps {
+        let action = NewAction {
+            flow_id: flow.id,
+            node_id: "n".into(),
+            action_type,
+            action_config,
+            name: None,
+            position: None,
+            enabled: true,
+            retry: None,
+            timeout_ms: None,
+        };
+        store.create_action(workspace, &actor, action).await?;
     }
     Ok(store.publish_flow(workspace, &actor, flow.id).await?)
 }
@@ -250,20 +332,40 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
         })
         .await?;
     let workspace = created.workspace.id;
-    let flow = chain_flow(&*store, workspace, args.steps).await?;
+    let (flow, steps_per_run) = match args.flow {
+        FlowKind::Chain => (
+            chain_flow(&*store, workspace, args.steps).await?,
+            args.steps,
+        ),
+        FlowKind::Mixed => (mixed_flow(&*store, workspace).await?, 4),
+    };
     let engine = Engine::new(store.clone(), config.engine());
+    let planner: Arc<dyn RunPlanner> = engine.clone();
     let progress = !args.json;
 
     // Enqueue everything first: the workers then face the whole backlog.
     let enqueue_started = Instant::now();
     for run in 0..args.executions {
-        engine.start(workspace, start(&flow, run)).await?;
+        let mut start = start(&flow, run);
+        if args.flow == FlowKind::Mixed {
+            let contact = NewContact {
+                name: Some(format!("Contact {run}")),
+                email: Some(format!("contact{run}@example.com")),
+                attributes: json!({}),
+                ..Default::default()
+            };
+            let contact = store
+                .create_contact(workspace, &Actor::system("bench"), contact, &planner)
+                .await?;
+            start.contact_id = Some(contact.id);
+        }
+        engine.start(workspace, start).await?;
         if progress && run % 1_000 == 0 {
             eprint!("\renqueuing {run}/{}", args.executions);
         }
     }
     let enqueue_seconds = enqueue_started.elapsed().as_secs_f64();
-    let total_steps = args.executions * args.steps;
+    let total_steps = args.executions * steps_per_run;
 
     let workers = Workers::start(&engine, args.workers, url.as_deref())?;
     let started = Instant::now();
@@ -289,6 +391,11 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
     }
     let seconds = started.elapsed().as_secs_f64();
     let steps_per_second = total_steps as f64 / seconds;
+    let failed = failed_runs(&*store, workspace, flow.id).await?;
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} run(s) failed: the figures would not be comparable; see `flowline serve` on the same database"
+    );
     if progress {
         eprintln!();
     }
@@ -333,7 +440,9 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
     let result = json!({
         "backend": label,
         "executions": args.executions,
-        "stepsPerExecution": args.steps,
+        "flow": if args.flow == FlowKind::Mixed { "mixed" } else { "chain" },
+        "stepsPerExecution": steps_per_run,
+        "failedRuns": failed,
         "steps": total_steps,
         "workers": args.workers,
         "seconds": seconds,
@@ -353,8 +462,13 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
         );
         println!("disk               {flushes:.0} durable flushes/s (write + fdatasync)");
         println!(
-            "backlog            {} runs x {} steps = {total_steps} steps, enqueued in {enqueue_seconds:.1}s",
-            args.executions, args.steps
+            "backlog            {} runs x {steps_per_run} steps = {total_steps} steps ({} flow), enqueued in {enqueue_seconds:.1}s",
+            args.executions,
+            if args.flow == FlowKind::Mixed {
+                "mixed"
+            } else {
+                "chain"
+            }
         );
         println!("throughput         {steps_per_second:.0} steps/s ({seconds:.1}s)");
         println!(
@@ -367,6 +481,33 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
         println!("peak RSS           {peak_rss:.0} MB");
     }
     Ok(())
+}
+
+/// How many of the flow's runs failed.
+async fn failed_runs(
+    store: &dyn Store,
+    workspace: flowline_core::id::WorkspaceId,
+    flow: flowline_core::id::FlowId,
+) -> anyhow::Result<usize> {
+    let mut failed = 0;
+    let mut page = PageRequest::first(200);
+    loop {
+        let batch = store.list_executions(workspace, flow, page).await?;
+        failed += batch
+            .items
+            .iter()
+            .filter(|e| e.status == ExecutionStatus::Failed)
+            .count();
+        match batch.next_cursor {
+            Some(cursor) => {
+                page = PageRequest {
+                    limit: 200,
+                    cursor: Some(cursor),
+                }
+            }
+            None => return Ok(failed),
+        }
+    }
 }
 
 /// How many of the flow's runs finished (counted page by page, newest first).
