@@ -583,3 +583,116 @@ api_test! {
         assert_eq!(detail(&app, &looper).await["tags"].as_array().unwrap().len(), limit + 1);
     }
 }
+
+api_test! {
+    async fn another_workspaces_crm_ids_answer_like_missing_ones_and_bad_input_writes_nothing(app: TestApp) {
+        let ada = contact(&app, "Ada", "ada@example.com").await;
+        let gone = contact(&app, "Gone", "gone@example.com").await;
+        let backup = app.delete(&format!("/api/contacts/{gone}"), &app.owner).await.expect(200);
+        let backup = backup["id"].as_str().unwrap().to_owned();
+        let tag = app.post("/api/tags", &app.owner, json!({"name": "VIP"})).await.expect(201)["id"].as_str().unwrap().to_owned();
+        let agent = app.post("/api/agents", &app.owner, json!({"name": "Ann"})).await.expect(201)["id"].as_str().unwrap().to_owned();
+        let campaign = app.post("/api/campaigns", &app.owner, json!({"name": "Spring"})).await.expect(201)["id"].as_str().unwrap().to_owned();
+        let board = app.post("/api/boards", &app.owner, json!({"name": "Sales", "columns": ["New"]})).await.expect(201);
+        let board = board["id"].as_str().unwrap().to_owned();
+        let (_, other) = app.other_workspace().await;
+        let missing = "0190f7a0-0000-7000-8000-00000000beef";
+        let rename = json!({"name": "hijacked"});
+        let cases: Vec<(reqwest::Method, String, Option<Value>)> = vec![
+            (reqwest::Method::GET, "/api/contacts/{contact}".into(), None),
+            (reqwest::Method::PUT, "/api/contacts/{contact}".into(), Some(rename.clone())),
+            (reqwest::Method::DELETE, "/api/contacts/{contact}".into(), None),
+            (reqwest::Method::GET, "/api/contacts/{contact}/executions".into(), None),
+            (reqwest::Method::PUT, "/api/contacts/{contact}/tags/{tag}".into(), Some(json!({}))),
+            (reqwest::Method::GET, "/api/tags/{tag}".into(), None),
+            (reqwest::Method::PUT, "/api/tags/{tag}".into(), Some(rename.clone())),
+            (reqwest::Method::DELETE, "/api/tags/{tag}".into(), None),
+            (reqwest::Method::GET, "/api/agents/{agent}".into(), None),
+            (reqwest::Method::PUT, "/api/agents/{agent}".into(), Some(rename.clone())),
+            (reqwest::Method::DELETE, "/api/agents/{agent}".into(), None),
+            (reqwest::Method::GET, "/api/campaigns/{campaign}".into(), None),
+            (reqwest::Method::PUT, "/api/campaigns/{campaign}".into(), Some(rename.clone())),
+            (reqwest::Method::DELETE, "/api/campaigns/{campaign}".into(), None),
+            (reqwest::Method::GET, "/api/campaigns/{campaign}/subscriptions".into(), None),
+            (reqwest::Method::GET, "/api/boards/{board}".into(), None),
+            (reqwest::Method::PUT, "/api/boards/{board}".into(), Some(rename.clone())),
+            (reqwest::Method::DELETE, "/api/boards/{board}".into(), None),
+            (reqwest::Method::GET, "/api/boards/{board}/cards".into(), None),
+            (reqwest::Method::GET, "/api/boards/{board}/history".into(), None),
+            (reqwest::Method::GET, "/api/contact-backups/{backup}".into(), None),
+            (reqwest::Method::POST, "/api/contact-backups/{backup}/restore".into(), Some(json!({}))),
+        ];
+        let fill = |path: &str, id: Option<&str>| {
+            let pick = |real: &str| id.unwrap_or(real).to_owned();
+            path.replace("{contact}", &pick(&ada))
+                .replace("{tag}", &pick(&tag))
+                .replace("{agent}", &pick(&agent))
+                .replace("{campaign}", &pick(&campaign))
+                .replace("{board}", &pick(&board))
+                .replace("{backup}", &pick(&backup))
+        };
+        for (method, path, body) in cases {
+            let foreign = app.call(method.clone(), &fill(&path, None), &other, body.clone()).await;
+            let absent = app.call(method.clone(), &fill(&path, Some(missing)), &other, body).await;
+            assert_eq!(foreign.status.as_u16(), 404, "{method} {path}: {}", foreign.body);
+            assert_eq!(foreign.body, absent.body, "{method} {path} differs from a missing id");
+        }
+        // Moving another workspace's contact onto one's own board, or naming another
+        // workspace's records in configs and triggers, finds nothing.
+        let own_board = app.post("/api/boards", &other, json!({"name": "Mine", "columns": ["A"]})).await.expect(201);
+        app.post(&format!("/api/boards/{}/cards", own_board["id"].as_str().unwrap()), &other, json!({"contactId": ada}))
+            .await
+            .problem(404, "not_found");
+        let flow = app.post("/api/flows", &other, json!({"name": "x", "graph": {"nodes": [node("start")], "edges": []}})).await.expect(201);
+        let flow = flow["id"].as_str().unwrap();
+        let refused = app
+            .post(&format!("/api/actions/flows/{flow}"), &other, json!({"nodeId": "start", "actionType": "subscribe_campaign", "actionConfig": {"campaignId": campaign}}))
+            .await
+            .invalid_fields();
+        assert_eq!(refused, vec!["actionConfig.campaignId"]);
+        let refused = app
+            .put(&format!("/api/flows/{flow}"), &other, json!({"triggers": [{"event": "tag.added", "tagId": tag}]}))
+            .await
+            .invalid_fields();
+        assert_eq!(refused, vec!["triggers[0].tagId"]);
+        let leaked = app.get("/api/contacts", &other).await.expect(200).to_string()
+            + &app.get("/api/tags", &other).await.expect(200).to_string()
+            + &app.get("/api/agents", &other).await.expect(200).to_string()
+            + &app.get("/api/contact-backups", &other).await.expect(200).to_string();
+        for id in [&ada, &tag, &agent, &backup] {
+            assert!(!leaked.contains(id.as_str()), "{id} leaked");
+        }
+
+        // Bad input: 4xx problem+json, nothing written.
+        let before = app.audit_count().await;
+        let invalid: Vec<(&str, Value, Vec<&str>)> = vec![
+            ("/api/contacts", json!({"name": "a\u{0000}b"}), vec!["name"]),
+            ("/api/contacts", json!({"phone": "1".repeat(51), "company": "x".repeat(201)}), vec!["phone", "company"]),
+            ("/api/contacts", json!({"email": "a@b@c", "attributes": "plan"}), vec!["email", "attributes"]),
+            ("/api/contacts", json!({"attributes": {"big": "x".repeat(70_000)}}), vec!["attributes"]),
+            ("/api/tags", json!({"name": "x".repeat(101), "color": "#12345"}), vec!["name", "color"]),
+            ("/api/agents", json!({"name": " ", "capacity": 1_000_001}), vec!["name", "capacity"]),
+            ("/api/boards", json!({"name": "b", "columns": vec!["c"; 51]}), vec!["columns"]),
+        ];
+        for (path, body, fields) in invalid {
+            assert_eq!(app.post(path, &app.owner, body.clone()).await.invalid_fields(), fields, "{path} {body}");
+        }
+        for (path, body) in [
+            ("/api/contacts", json!({"nickname": "x"})),
+            ("/api/agents", json!({"name": "a", "capacity": "ten"})),
+            ("/api/boards", json!({"name": "b", "columns": "New"})),
+            ("/api/campaigns", json!({"name": 7})),
+            (&format!("/api/boards/{board}/cards") as &str, json!({"contactId": "not-an-id"})),
+        ] {
+            app.post(path, &app.owner, body).await.problem(422, "validation_failed");
+        }
+        app.get("/api/contacts/not-an-id", &app.owner).await.problem(400, "invalid_path");
+        app.get("/api/contacts?agentId=x", &app.owner).await.problem(400, "invalid_query");
+        app.get("/api/contacts?limit=500", &app.owner).await.problem(400, "invalid_limit");
+        app.put(&format!("/api/contacts/{ada}/tags/{missing}"), &app.owner, json!({})).await.problem(404, "not_found");
+        app.post(&format!("/api/boards/{board}/cards"), &app.owner, json!({"contactId": ada, "columnId": missing}))
+            .await
+            .problem(404, "not_found");
+        assert_eq!(app.audit_count().await, before, "nothing was written");
+    }
+}
