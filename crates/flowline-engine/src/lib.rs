@@ -52,8 +52,16 @@ pub struct EngineConfig {
     pub retry: RetryDefaults,
     /// Timeout of actions that name none.
     pub default_timeout: Duration,
-    /// Timeout of JavaScript actions that name none.
+    /// A script's deadline when its action names none (`timeoutMs` in its config).
     pub javascript_timeout: Duration,
+    /// The longest deadline any script may have, whatever its config says.
+    pub javascript_timeout_cap: Duration,
+    /// The most memory any script may have, in MiB, whatever its config says.
+    pub javascript_memory_cap_mb: u32,
+    /// The program whose `sandbox` subcommand runs scripts (default: this executable).
+    pub sandbox_program: Option<std::path::PathBuf>,
+    /// Sandbox processes at most, each running one script at a time.
+    pub sandbox_pool_size: usize,
     /// The most steps one run may queue.
     pub step_limit: i32,
 }
@@ -75,6 +83,10 @@ impl Default for EngineConfig {
             retry: RetryDefaults::default(),
             default_timeout: Duration::from_secs(30),
             javascript_timeout: Duration::from_secs(1),
+            javascript_timeout_cap: Duration::from_secs(10),
+            javascript_memory_cap_mb: 128,
+            sandbox_program: None,
+            sandbox_pool_size: 2,
             step_limit: 1_000,
         }
     }
@@ -124,7 +136,8 @@ pub struct Engine {
 impl Engine {
     /// An engine over `store` with the standard executors.
     pub fn new(store: Arc<dyn Store>, config: EngineConfig) -> Arc<Self> {
-        Self::with_executors(store, config, Executors::standard())
+        let executors = Executors::standard_for(&config);
+        Self::with_executors(store, config, executors)
     }
 
     /// An engine with chosen executors.
@@ -266,6 +279,11 @@ impl Engine {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         worker::spawn(self, shutdown)
+    }
+
+    /// The JavaScript sandbox pool.
+    pub fn sandbox(&self) -> Option<&Arc<flowline_sandbox::pool::SandboxPool>> {
+        self.executors.sandbox()
     }
 
     pub(crate) fn executors(&self) -> &Executors {

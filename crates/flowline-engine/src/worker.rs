@@ -353,7 +353,8 @@ pub(crate) async fn run_step(
         Some(id) => engine.store.contact_context(step.workspace_id, id).await?,
         None => None,
     };
-    let renderer = Renderer::new(&context(&step, &contact, &variables));
+    let data = context(&step, &contact, &variables);
+    let renderer = Renderer::new(&data);
     let Some(action) = version.action(step.action_id) else {
         let failure = internal(format!(
             "version {} of the flow has no action {}",
@@ -366,9 +367,12 @@ pub(crate) async fn run_step(
         };
         return finish(engine, &step, None, result).await;
     };
+    // A script's own deadline is kept by the sandbox (see `RunJavascript`); the step's
+    // timeout is only a backstop past the longest deadline, the wait for a sandbox and its
+    // watchdog.
     let timeout = action.timeout_ms.map_or(
         if action.action_type == flowline_core::action::ActionType::RunJavascript {
-            engine.config.javascript_timeout
+            engine.config.javascript_timeout_cap + Duration::from_secs(5)
         } else {
             engine.config.default_timeout
         },
@@ -392,6 +396,7 @@ pub(crate) async fn run_step(
                 contact_id: step.contact_id,
                 config: &action.action_config,
                 renderer: &renderer,
+                data: &data,
             };
             match runner {
                 Runner::Plain(executor) => {

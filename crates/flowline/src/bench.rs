@@ -54,6 +54,8 @@ pub enum FlowKind {
     Chain,
     /// The CRM actions, one contact per run.
     Mixed,
+    /// `--steps` run_javascript steps, each a small script in the sandbox.
+    Javascript,
 }
 
 /// Where the bench runs, kept alive until it ends.
@@ -108,6 +110,21 @@ async fn chain_flow(
     workspace: flowline_core::id::WorkspaceId,
     steps: usize,
 ) -> anyhow::Result<Flow> {
+    chain_of(store, workspace, steps, |i| {
+        (
+            ActionType::SetVariable,
+            json!({"name": format!("v{i}"), "type": "number", "value": format!("{{{{ trigger.run + {i} }}}}")}),
+        )
+    })
+    .await
+}
+
+async fn chain_of(
+    store: &dyn Store,
+    workspace: flowline_core::id::WorkspaceId,
+    steps: usize,
+    step: impl Fn(usize) -> (ActionType, serde_json::Value),
+) -> anyhow::Result<Flow> {
     let actor = Actor::system("bench");
     let graph =
         serde_json::from_value(json!({"nodes": [{"id": "n", "position": {"x": 0, "y": 0}}]}))?;
@@ -132,8 +149,8 @@ async fn chain_flow(
                 NewAction {
                     flow_id: flow.id,
                     node_id: "n".into(),
-                    action_type: ActionType::SetVariable,
-                    action_config: json!({"name": format!("v{i}"), "type": "number", "value": format!("{{{{ trigger.run + {i} }}}}")}),
+                    action_type: step(i).0,
+                    action_config: step(i).1,
                     name: None,
                     position: None,
                     enabled: true,
@@ -338,6 +355,16 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
             args.steps,
         ),
         FlowKind::Mixed => (mixed_flow(&*store, workspace).await?, 4),
+        FlowKind::Javascript => {
+            let flow = chain_of(&*store, workspace, args.steps, |i| {
+                (
+                    ActionType::RunJavascript,
+                    json!({"code": format!("setVariable('v{i}', trigger.run + {i});\nreturn {{run: trigger.run, step: {i}}};")}),
+                )
+            })
+            .await?;
+            (flow, args.steps)
+        }
     };
     let engine = Engine::new(store.clone(), config.engine());
     let planner: Arc<dyn RunPlanner> = engine.clone();
@@ -392,6 +419,7 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
     let seconds = started.elapsed().as_secs_f64();
     let steps_per_second = total_steps as f64 / seconds;
     let failed = failed_runs(&*store, workspace, flow.id).await?;
+    let durations = step_durations(&*store, workspace, flow.id).await?;
     anyhow::ensure!(
         failed == 0,
         "{failed} run(s) failed: the figures would not be comparable; see `flowline serve` on the same database"
@@ -440,7 +468,8 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
     let result = json!({
         "backend": label,
         "executions": args.executions,
-        "flow": if args.flow == FlowKind::Mixed { "mixed" } else { "chain" },
+        "flow": flow_name(args.flow),
+        "stepMs": {"p50": percentile(&durations, 50.0), "p95": percentile(&durations, 95.0)},
         "stepsPerExecution": steps_per_run,
         "failedRuns": failed,
         "steps": total_steps,
@@ -472,6 +501,12 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
         );
         println!("throughput         {steps_per_second:.0} steps/s ({seconds:.1}s)");
         println!(
+            "step duration      p50 {:.2} ms, p95 {:.2} ms (first attempt, claim to end, {} steps sampled)",
+            percentile(&durations, 50.0),
+            percentile(&durations, 95.0),
+            durations.len()
+        );
+        println!(
             "schedule-to-start  p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms (unsaturated, {} runs)",
             percentile(&latencies, 50.0),
             percentile(&latencies, 95.0),
@@ -481,6 +516,43 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
         println!("peak RSS           {peak_rss:.0} MB");
     }
     Ok(())
+}
+
+fn flow_name(kind: FlowKind) -> &'static str {
+    match kind {
+        FlowKind::Chain => "chain",
+        FlowKind::Mixed => "mixed",
+        FlowKind::Javascript => "javascript",
+    }
+}
+
+/// How long the steps of the flow's 200 newest runs took (first attempt, start to end), sorted.
+async fn step_durations(
+    store: &dyn Store,
+    workspace: flowline_core::id::WorkspaceId,
+    flow: flowline_core::id::FlowId,
+) -> anyhow::Result<Vec<f64>> {
+    let mut durations = Vec::new();
+    for run in store
+        .list_executions(workspace, flow, PageRequest::first(200))
+        .await?
+        .items
+    {
+        for step in store.get_execution(workspace, run.id).await?.steps {
+            if let Some(first) = step.attempts.first()
+                && let Some(finished) = first.finished_at
+            {
+                durations.push(
+                    (finished - first.started_at)
+                        .num_microseconds()
+                        .unwrap_or(0) as f64
+                        / 1000.0,
+                );
+            }
+        }
+    }
+    durations.sort_by(|a, b| a.total_cmp(b));
+    Ok(durations)
 }
 
 /// How many of the flow's runs failed.

@@ -39,6 +39,12 @@ pub struct Config {
     pub concurrency_advanced: usize,
     /// Steps of the integration queue running at once in this process.
     pub concurrency_integration: usize,
+    /// JavaScript sandbox processes at most (each runs one script at a time).
+    pub sandbox_pool_size: usize,
+    /// The longest deadline a script may have, in milliseconds (1 to 10,000).
+    pub javascript_timeout_cap_ms: u64,
+    /// The most memory a script may have, in MiB (1 to 128).
+    pub javascript_memory_cap_mb: u32,
 }
 
 /// SQLite's `synchronous` pragma.
@@ -77,12 +83,15 @@ impl Default for Config {
             concurrency_basic: 32,
             concurrency_advanced: 16,
             concurrency_integration: 16,
+            sandbox_pool_size: 2,
+            javascript_timeout_cap_ms: 10_000,
+            javascript_memory_cap_mb: 128,
         }
     }
 }
 
 /// The configuration keys, as `FLOWLINE_<KEY>` variables and TOML keys.
-const CONFIG_KEYS: [&str; 13] = [
+const CONFIG_KEYS: [&str; 16] = [
     "bind",
     "data_dir",
     "database_url",
@@ -96,6 +105,9 @@ const CONFIG_KEYS: [&str; 13] = [
     "concurrency_basic",
     "concurrency_advanced",
     "concurrency_integration",
+    "sandbox_pool_size",
+    "javascript_timeout_cap_ms",
+    "javascript_memory_cap_mb",
 ];
 
 impl Config {
@@ -154,6 +166,18 @@ impl Config {
             !self.bootstrap_workspace_name.trim().is_empty(),
             "bootstrap_workspace_name must not be empty"
         );
+        anyhow::ensure!(
+            (1..=64).contains(&self.sandbox_pool_size),
+            "sandbox_pool_size must be 1 to 64"
+        );
+        anyhow::ensure!(
+            (1..=10_000).contains(&self.javascript_timeout_cap_ms),
+            "javascript_timeout_cap_ms must be 1 to 10000"
+        );
+        anyhow::ensure!(
+            (1..=128).contains(&self.javascript_memory_cap_mb),
+            "javascript_memory_cap_mb must be 1 to 128"
+        );
         Ok(())
     }
 }
@@ -173,6 +197,11 @@ impl Config {
             lease,
             rescue_interval: (lease / 3).max(std::time::Duration::from_millis(200)),
             step_limit: self.step_limit,
+            sandbox_pool_size: self.sandbox_pool_size,
+            javascript_timeout_cap: std::time::Duration::from_millis(
+                self.javascript_timeout_cap_ms,
+            ),
+            javascript_memory_cap_mb: self.javascript_memory_cap_mb,
             ..Default::default()
         }
     }

@@ -85,6 +85,11 @@ enum TokenCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    // The hidden `sandbox` subcommand: a JavaScript sandbox child of a serving process. It
+    // starts nothing else (no runtime, no threads, no configuration) before it confines itself.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "sandbox") {
+        return std::process::ExitCode::from(flowline_sandbox::child::serve() as u8);
+    }
     let cli = Cli::parse();
     let config = match config::Config::load(cli.config.as_deref()) {
         Ok(config) => config,

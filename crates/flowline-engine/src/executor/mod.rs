@@ -9,6 +9,7 @@
 //! attempt.
 
 mod crm;
+mod javascript;
 mod set_variable;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use serde_json::Value;
 use crate::failure::Failure;
 use crate::template::Renderer;
 
+pub use javascript::RunJavascript;
 pub use set_variable::SetVariable;
 
 /// What an executor is given.
@@ -42,6 +44,8 @@ pub struct StepContext<'a> {
     pub config: &'a Value,
     /// Renders templates over the run's context.
     pub renderer: &'a Renderer,
+    /// The run's context itself: `contact`, `vars`, `trigger`, `execution`, `workspace`.
+    pub data: &'a Value,
 }
 
 impl StepContext<'_> {
@@ -69,6 +73,23 @@ pub trait Executor: Send + Sync {
     async fn execute(&self, step: &StepContext<'_>) -> Result<StepOutput, Failure>;
 }
 
+/// The `flowline` binary whose `sandbox` subcommand runs scripts: this executable when it is
+/// `flowline`, else a `flowline` beside it or one folder up (a test binary in `target/*/deps`).
+fn sandbox_program() -> std::path::PathBuf {
+    let here = std::env::current_exe().ok();
+    let is_flowline = |p: &std::path::Path| p.file_stem().is_some_and(|s| s == "flowline");
+    if let Some(exe) = here.as_deref().filter(|p| is_flowline(p)) {
+        return exe.to_path_buf();
+    }
+    let dir = here.as_deref().and_then(std::path::Path::parent);
+    [dir, dir.and_then(std::path::Path::parent)]
+        .into_iter()
+        .flatten()
+        .map(|d| d.join("flowline"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| "flowline".into())
+}
+
 /// Runs steps of one action type that changes Flowline's own data, inside the step's
 /// transaction. Its changes commit with the step's end, or not at all.
 #[async_trait]
@@ -94,12 +115,33 @@ pub enum Runner {
 #[derive(Clone, Default)]
 pub struct Executors {
     by_type: HashMap<ActionType, Runner>,
+    sandbox: Option<Arc<flowline_sandbox::pool::SandboxPool>>,
 }
 
 impl Executors {
-    /// The executors Flowline ships.
+    /// The executors Flowline ships, with a JavaScript sandbox pool as `config` says.
     pub fn standard() -> Self {
+        Self::standard_for(&crate::EngineConfig::default())
+    }
+
+    /// The executors Flowline ships, with a JavaScript sandbox pool as `config` says.
+    pub fn standard_for(config: &crate::EngineConfig) -> Self {
         let mut executors = Self::default();
+        let program = config
+            .sandbox_program
+            .clone()
+            .unwrap_or_else(sandbox_program);
+        let pool = flowline_sandbox::pool::SandboxPool::new(program, config.sandbox_pool_size);
+        executors.sandbox = Some(pool.clone());
+        executors.register(
+            ActionType::RunJavascript,
+            Arc::new(RunJavascript::new(
+                pool,
+                config.javascript_timeout,
+                config.javascript_timeout_cap,
+                config.javascript_memory_cap_mb,
+            )),
+        );
         executors.register(ActionType::SetVariable, Arc::new(SetVariable));
         executors.register_internal(ActionType::AddTag, Arc::new(crm::AddTag));
         executors.register_internal(ActionType::AssignAgent, Arc::new(crm::AssignAgent));
@@ -124,6 +166,11 @@ impl Executors {
         executor: Arc<dyn InternalExecutor>,
     ) {
         self.by_type.insert(action_type, Runner::Internal(executor));
+    }
+
+    /// The JavaScript sandbox pool, when these executors have one.
+    pub fn sandbox(&self) -> Option<&Arc<flowline_sandbox::pool::SandboxPool>> {
+        self.sandbox.as_ref()
     }
 
     /// How a type runs.

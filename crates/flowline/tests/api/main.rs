@@ -11,5 +11,6 @@ mod docs;
 mod executions;
 mod flows;
 mod isolation;
+mod javascript;
 mod tokens_members;
 mod triggers;
