@@ -72,7 +72,7 @@ impl Default for EngineConfig {
             worker_id: format!("{}-{}", hostname(), std::process::id()),
             concurrency: HashMap::from([
                 (Queue::Basic, 32),
-                (Queue::Advanced, 16),
+                (Queue::Advanced, 32),
                 (Queue::Integration, 16),
             ]),
             claim_batch: 50,

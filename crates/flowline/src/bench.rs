@@ -430,35 +430,21 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
 
     // Latency when not saturated: single-step runs started one at a time.
     let single = chain_flow(&*store, workspace, 1).await?;
-    let mut latencies = Vec::new();
-    let mut ids = Vec::new();
-    for run in 0..300 {
-        ids.push(
-            engine
-                .start(workspace, start(&single, run))
-                .await?
-                .execution
-                .id,
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    while completed_runs(&*store, workspace, single.id, ids.len()).await? < ids.len() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    for id in ids {
-        let detail = store.get_execution(workspace, id).await?;
-        for step in detail.steps {
-            if let Some(first) = step.attempts.first() {
-                latencies.push(
-                    (first.started_at - step.created_at)
-                        .num_microseconds()
-                        .unwrap_or(0) as f64
-                        / 1000.0,
-                );
-            }
-        }
-    }
-    latencies.sort_by(|a, b| a.total_cmp(b));
+    let (latencies, idle_durations) = unsaturated(&engine, &*store, workspace, &single).await?;
+    // A script's cost over a set_variable step, both unsaturated.
+    let script_overhead = if args.flow == FlowKind::Javascript {
+        let script = chain_of(&*store, workspace, 1, |_| {
+            (
+                ActionType::RunJavascript,
+                json!({"code": "setVariable('v', trigger.run); return trigger.run;"}),
+            )
+        })
+        .await?;
+        let (_, script_durations) = unsaturated(&engine, &*store, workspace, &script).await?;
+        Some(percentile(&script_durations, 50.0) - percentile(&idle_durations, 50.0))
+    } else {
+        None
+    };
     peak_rss = peak_rss.max(workers.peak_rss_mb());
     workers.stop().await;
     drop(engine);
@@ -470,6 +456,8 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
         "executions": args.executions,
         "flow": flow_name(args.flow),
         "stepMs": {"p50": percentile(&durations, 50.0), "p95": percentile(&durations, 95.0)},
+        "idleStepMsP50": percentile(&idle_durations, 50.0),
+        "scriptOverheadMsP50": script_overhead,
         "stepsPerExecution": steps_per_run,
         "failedRuns": failed,
         "steps": total_steps,
@@ -493,11 +481,7 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
         println!(
             "backlog            {} runs x {steps_per_run} steps = {total_steps} steps ({} flow), enqueued in {enqueue_seconds:.1}s",
             args.executions,
-            if args.flow == FlowKind::Mixed {
-                "mixed"
-            } else {
-                "chain"
-            }
+            flow_name(args.flow)
         );
         println!("throughput         {steps_per_second:.0} steps/s ({seconds:.1}s)");
         println!(
@@ -513,6 +497,11 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
             percentile(&latencies, 99.0),
             latencies.len()
         );
+        if let Some(overhead) = script_overhead {
+            println!(
+                "script overhead    p50 {overhead:.2} ms over a set_variable step (both unsaturated)"
+            );
+        }
         println!("peak RSS           {peak_rss:.0} MB");
     }
     Ok(())
@@ -553,6 +542,45 @@ async fn step_durations(
     }
     durations.sort_by(|a, b| a.total_cmp(b));
     Ok(durations)
+}
+
+/// 300 runs of `flow` started 5 ms apart while the workers idle: each step's schedule-to-start
+/// latency and its first attempt's duration, both sorted.
+async fn unsaturated(
+    engine: &Arc<Engine>,
+    store: &dyn Store,
+    workspace: flowline_core::id::WorkspaceId,
+    flow: &Flow,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let ms = |micros: Option<i64>| micros.unwrap_or(0) as f64 / 1000.0;
+    let mut ids = Vec::new();
+    for run in 0..300 {
+        ids.push(
+            engine
+                .start(workspace, start(flow, run))
+                .await?
+                .execution
+                .id,
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    while completed_runs(store, workspace, flow.id, ids.len()).await? < ids.len() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut latencies, mut durations) = (Vec::new(), Vec::new());
+    for id in ids {
+        for step in store.get_execution(workspace, id).await?.steps {
+            if let Some(first) = step.attempts.first() {
+                latencies.push(ms((first.started_at - step.created_at).num_microseconds()));
+                if let Some(finished) = first.finished_at {
+                    durations.push(ms((finished - first.started_at).num_microseconds()));
+                }
+            }
+        }
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    durations.sort_by(|a, b| a.total_cmp(b));
+    Ok((latencies, durations))
 }
 
 /// How many of the flow's runs failed.

@@ -81,7 +81,7 @@ impl Default for Config {
             lease_ms: 30_000,
             step_limit: 1_000,
             concurrency_basic: 32,
-            concurrency_advanced: 16,
+            concurrency_advanced: 32,
             concurrency_integration: 16,
             sandbox_pool_size: 2,
             javascript_timeout_cap_ms: 10_000,
