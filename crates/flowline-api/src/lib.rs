@@ -20,6 +20,7 @@ pub mod members;
 mod nullable;
 pub mod page;
 mod refs;
+pub mod secrets;
 pub mod tokens;
 
 use std::future::Future;
@@ -74,6 +75,7 @@ impl AppState {
         (name = "triggers", description = "Inbound webhooks that start runs"),
         (name = "contacts", description = "Contacts, their tags and board places, and backups of deleted ones"),
         (name = "crm", description = "Tags, agents, campaigns and boards"),
+        (name = "secrets", description = "Encrypted secrets, used as {{ secrets.name }} by outbound actions"),
         (name = "tokens", description = "API tokens"),
         (name = "members", description = "Workspace members"),
         (name = "audit", description = "Who changed what"),
@@ -110,6 +112,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(flows::router())
         .merge(contacts::router())
         .merge(crm::router())
+        .merge(secrets::router())
         .merge(executions::router())
         .merge(hooks::router())
         .merge(tokens::router())

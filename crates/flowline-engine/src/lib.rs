@@ -10,7 +10,9 @@
 pub mod backoff;
 pub mod executor;
 pub mod failure;
+pub mod outbound;
 mod scheduler;
+pub mod secrets;
 pub mod template;
 pub mod walker;
 mod worker;
@@ -62,8 +64,29 @@ pub struct EngineConfig {
     pub sandbox_program: Option<std::path::PathBuf>,
     /// Sandbox processes at most, each running one script at a time.
     pub sandbox_pool_size: usize,
+    /// The key secrets are sealed with; without one, steps that name a secret fail.
+    pub secret_key: Option<secrets::SecretKey>,
+    /// What outbound requests may reach.
+    pub outbound: outbound::OutboundPolicy,
+    /// Retry defaults of `send_webhook`, longer than other actions': from seconds to hours.
+    pub webhook_retry: RetryDefaults,
+    /// Where the email providers are, and the default SMTP server.
+    pub email: executor::EmailSettings,
+    /// HubSpot's API.
+    pub hubspot_url: String,
     /// The most steps one run may queue.
     pub step_limit: i32,
+}
+
+impl EngineConfig {
+    /// The retry defaults of an action type.
+    pub fn retry_for(&self, action_type: flowline_core::action::ActionType) -> &RetryDefaults {
+        if action_type == flowline_core::action::ActionType::SendWebhook {
+            &self.webhook_retry
+        } else {
+            &self.retry
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -87,6 +110,17 @@ impl Default for EngineConfig {
             javascript_memory_cap_mb: 128,
             sandbox_program: None,
             sandbox_pool_size: 2,
+            secret_key: None,
+            outbound: outbound::OutboundPolicy::default(),
+            webhook_retry: RetryDefaults {
+                max_attempts: 8,
+                initial_delay: Duration::from_secs(5),
+                factor: 5.0,
+                max_delay: Duration::from_secs(10 * 3600),
+                jitter: true,
+            },
+            email: executor::EmailSettings::default(),
+            hubspot_url: "https://api.hubapi.com".into(),
             step_limit: 1_000,
         }
     }
@@ -198,7 +232,10 @@ impl Engine {
             action_id: action.id,
             action_type: action.action_type,
             node_id: action.node_id.clone(),
-            max_attempts: self.config.retry.max_attempts(action.retry.as_ref()) as i32,
+            max_attempts: self
+                .config
+                .retry_for(action.action_type)
+                .max_attempts(action.retry.as_ref()) as i32,
         }
     }
 
@@ -281,6 +318,11 @@ impl Engine {
         worker::spawn(self, shutdown)
     }
 
+    /// The key secrets are sealed with, when one is configured.
+    pub fn secret_key(&self) -> Option<&secrets::SecretKey> {
+        self.config.secret_key.as_ref()
+    }
+
     /// The JavaScript sandbox pool.
     pub fn sandbox(&self) -> Option<&Arc<flowline_sandbox::pool::SandboxPool>> {
         self.executors.sandbox()
@@ -288,6 +330,47 @@ impl Engine {
 
     pub(crate) fn executors(&self) -> &Executors {
         &self.executors
+    }
+}
+
+#[async_trait::async_trait]
+impl executor::SecretResolver for Engine {
+    async fn resolve(
+        &self,
+        workspace: WorkspaceId,
+        names: &[String],
+    ) -> Result<HashMap<String, String>, failure::Failure> {
+        use flowline_core::status::ErrorCategory;
+        if names.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let Some(key) = &self.config.secret_key else {
+            return Err(failure::Failure::new(
+                ErrorCategory::Validation,
+                "this step names a secret, but no secret key is configured",
+                "set FLOWLINE_SECRET_KEY on every Flowline process",
+            ));
+        };
+        let sealed = self
+            .store
+            .sealed_secrets(workspace, names)
+            .await
+            .map_err(|e| internal(format!("reading secrets failed: {e}")))?;
+        let mut values = HashMap::new();
+        for name in names {
+            let Some(found) = sealed.iter().find(|s| &s.name == name) else {
+                return Err(failure::Failure::new(
+                    ErrorCategory::Validation,
+                    format!("secret `{name}` does not exist in this workspace"),
+                    format!("create it with PUT /api/secrets/{name}, or fix the template"),
+                ));
+            };
+            let value = key
+                .open(workspace, name, &found.nonce, &found.ciphertext)
+                .map_err(|e| internal(e.to_string()))?;
+            values.insert(name.clone(), value);
+        }
+        Ok(values)
     }
 }
 

@@ -397,6 +397,7 @@ pub(crate) async fn run_step(
                 config: &action.action_config,
                 renderer: &renderer,
                 data: &data,
+                secrets: &**engine,
             };
             match runner {
                 Runner::Plain(executor) => {
@@ -469,11 +470,11 @@ pub(crate) async fn run_step(
             output,
         ),
         Err(failure) if failure.error.retryable && step.attempt < step.max_attempts => {
-            let delay =
-                engine
-                    .config
-                    .retry
-                    .delay(action.retry.as_ref(), step.attempt, failure.retry_after);
+            let delay = engine.config.retry_for(action.action_type).delay(
+                action.retry.as_ref(),
+                step.attempt,
+                failure.retry_after,
+            );
             let run_at = chrono::Utc::now()
                 + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
             (

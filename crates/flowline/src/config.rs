@@ -45,6 +45,35 @@ pub struct Config {
     pub javascript_timeout_cap_ms: u64,
     /// The most memory a script may have, in MiB (1 to 128).
     pub javascript_memory_cap_mb: u32,
+    /// The key secrets are sealed with: 32 bytes, base64. Unset on the SQLite default, a key
+    /// file is made once in the data folder; PostgreSQL deployments must set it (the same on
+    /// every process).
+    pub secret_key: Option<String>,
+    /// Networks outbound requests may reach despite the SSRF guard, comma-separated CIDRs
+    /// (`10.0.0.0/8, 127.0.0.1/32`).
+    pub outbound_allow: String,
+    /// SendGrid's API.
+    pub sendgrid_url: String,
+    /// Mailgun's API.
+    pub mailgun_url: String,
+    /// HubSpot's API.
+    pub hubspot_url: String,
+    /// The SMTP server email actions use when they name none.
+    pub smtp_host: Option<String>,
+    /// Its port.
+    pub smtp_port: u16,
+    /// `none`, `starttls` or `tls`.
+    pub smtp_security: String,
+    /// Its user name.
+    pub smtp_username: Option<String>,
+    /// Its password.
+    pub smtp_password: Option<String>,
+    /// Attempts of a webhook in all (default 8: about 15 hours).
+    pub webhook_max_attempts: u32,
+    /// The first wait before a webhook is sent again, in milliseconds (default 5 s).
+    pub webhook_initial_delay_ms: u64,
+    /// The longest wait between a webhook's attempts, in milliseconds (default 10 h).
+    pub webhook_max_delay_ms: u64,
 }
 
 /// SQLite's `synchronous` pragma.
@@ -86,12 +115,25 @@ impl Default for Config {
             sandbox_pool_size: 2,
             javascript_timeout_cap_ms: 10_000,
             javascript_memory_cap_mb: 128,
+            secret_key: None,
+            outbound_allow: String::new(),
+            sendgrid_url: "https://api.sendgrid.com".to_owned(),
+            mailgun_url: "https://api.mailgun.net".to_owned(),
+            hubspot_url: "https://api.hubapi.com".to_owned(),
+            smtp_host: None,
+            smtp_port: 587,
+            smtp_security: "starttls".to_owned(),
+            smtp_username: None,
+            smtp_password: None,
+            webhook_max_attempts: 8,
+            webhook_initial_delay_ms: 5_000,
+            webhook_max_delay_ms: 10 * 3_600_000,
         }
     }
 }
 
 /// The configuration keys, as `FLOWLINE_<KEY>` variables and TOML keys.
-const CONFIG_KEYS: [&str; 16] = [
+const CONFIG_KEYS: [&str; 29] = [
     "bind",
     "data_dir",
     "database_url",
@@ -108,6 +150,19 @@ const CONFIG_KEYS: [&str; 16] = [
     "sandbox_pool_size",
     "javascript_timeout_cap_ms",
     "javascript_memory_cap_mb",
+    "secret_key",
+    "outbound_allow",
+    "sendgrid_url",
+    "mailgun_url",
+    "hubspot_url",
+    "smtp_host",
+    "smtp_port",
+    "smtp_security",
+    "smtp_username",
+    "smtp_password",
+    "webhook_max_attempts",
+    "webhook_initial_delay_ms",
+    "webhook_max_delay_ms",
 ];
 
 impl Config {
@@ -166,6 +221,12 @@ impl Config {
             !self.bootstrap_workspace_name.trim().is_empty(),
             "bootstrap_workspace_name must not be empty"
         );
+        self.outbound_networks()?;
+        self.smtp_security()?;
+        anyhow::ensure!(
+            (1..=20).contains(&self.webhook_max_attempts),
+            "webhook_max_attempts must be 1 to 20"
+        );
         anyhow::ensure!(
             (1..=64).contains(&self.sandbox_pool_size),
             "sandbox_pool_size must be 1 to 64"
@@ -183,6 +244,30 @@ impl Config {
 }
 
 impl Config {
+    /// `outbound_allow`, parsed.
+    pub fn outbound_networks(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        self.outbound_allow
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| {
+                n.parse::<ipnet::IpNet>()
+                    .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "outbound_allow: `{n}` is not a network (like 10.0.0.0/8) or an address"
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    fn smtp_security(&self) -> anyhow::Result<flowline_core::action::integration::SmtpSecurity> {
+        self.smtp_security
+            .parse()
+            .map_err(|e| anyhow::anyhow!("smtp_security: {e}"))
+    }
+
     /// The engine's settings.
     pub fn engine(&self) -> flowline_engine::EngineConfig {
         use flowline_core::status::Queue;
@@ -202,6 +287,32 @@ impl Config {
                 self.javascript_timeout_cap_ms,
             ),
             javascript_memory_cap_mb: self.javascript_memory_cap_mb,
+            outbound: flowline_engine::outbound::OutboundPolicy {
+                allow: self.outbound_networks().unwrap_or_default(),
+            },
+            email: flowline_engine::executor::EmailSettings {
+                sendgrid_url: self.sendgrid_url.clone(),
+                mailgun_url: self.mailgun_url.clone(),
+                smtp: self.smtp_host.as_ref().map(|host| {
+                    flowline_core::action::integration::SmtpSettings {
+                        host: host.clone(),
+                        port: self.smtp_port,
+                        security: self
+                            .smtp_security()
+                            .unwrap_or(flowline_core::action::integration::SmtpSecurity::Starttls),
+                        username: self.smtp_username.clone(),
+                        password: self.smtp_password.clone(),
+                    }
+                }),
+            },
+            hubspot_url: self.hubspot_url.clone(),
+            webhook_retry: flowline_engine::backoff::RetryDefaults {
+                max_attempts: self.webhook_max_attempts,
+                initial_delay: std::time::Duration::from_millis(self.webhook_initial_delay_ms),
+                factor: 5.0,
+                max_delay: std::time::Duration::from_millis(self.webhook_max_delay_ms),
+                jitter: true,
+            },
             ..Default::default()
         }
     }

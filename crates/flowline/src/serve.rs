@@ -15,6 +15,7 @@ use crate::database;
 /// Runs the server.
 pub async fn run(config: Config, bind: Option<SocketAddr>) -> anyhow::Result<()> {
     let store = database::open(&config).await?;
+    let engine_config = database::engine_config(&config, &*store).await?;
     let token = ClearToken::generate();
     let bootstrapped = store
         .bootstrap(NewWorkspace {
@@ -44,7 +45,7 @@ pub async fn run(config: Config, bind: Option<SocketAddr>) -> anyhow::Result<()>
     );
     std::io::stdout().flush().ok();
     tracing::info!(%address, "serving");
-    let engine = flowline_engine::Engine::new(store, config.engine());
+    let engine = flowline_engine::Engine::new(store, engine_config);
     let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
     let workers = engine.spawn_workers(workers_stopped);
     flowline_api::serve(listener, AppState::new(engine), shutdown_signal())
@@ -87,7 +88,8 @@ async fn shutdown_signal() {
 /// `flowline worker`: the engine's workers and rescuer, no HTTP, until SIGTERM or Ctrl-C.
 pub async fn run_worker(config: Config) -> anyhow::Result<()> {
     let store = database::open(&config).await?;
-    let engine = flowline_engine::Engine::new(store, config.engine());
+    let engine_config = database::engine_config(&config, &*store).await?;
+    let engine = flowline_engine::Engine::new(store, engine_config);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let workers = engine.spawn_workers(stopped);
     println!(

@@ -9,6 +9,9 @@
 //! attempt.
 
 mod crm;
+mod crm_sync;
+mod email;
+mod http;
 mod javascript;
 mod set_variable;
 
@@ -25,6 +28,9 @@ use serde_json::Value;
 use crate::failure::Failure;
 use crate::template::Renderer;
 
+pub use crm_sync::SyncCrm;
+pub use email::{EmailSettings, SendEmail};
+pub use http::{RunApiRequest, SendWebhook, sign};
 pub use javascript::RunJavascript;
 pub use set_variable::SetVariable;
 
@@ -46,12 +52,71 @@ pub struct StepContext<'a> {
     pub renderer: &'a Renderer,
     /// The run's context itself: `contact`, `vars`, `trigger`, `execution`, `workspace`.
     pub data: &'a Value,
+    /// Opens the secrets a config names, at the moment of use.
+    pub secrets: &'a dyn SecretResolver,
 }
 
 impl StepContext<'_> {
     /// The idempotency key to send to outside services: the same on every attempt.
     pub fn idempotency_key(&self) -> String {
         self.step_id.to_string()
+    }
+}
+
+/// Opens secrets by name for one workspace.
+#[async_trait]
+pub trait SecretResolver: Send + Sync {
+    /// The values of `names`; a missing secret is a `validation` failure.
+    async fn resolve(
+        &self,
+        workspace: WorkspaceId,
+        names: &[String],
+    ) -> Result<HashMap<String, String>, Failure>;
+}
+
+/// A step's renderers with its secrets: one with their values, for use, and one with them
+/// masked, for the stored input; and the masker for everything the step leaves behind.
+pub struct WithSecrets {
+    /// Renders with the secrets' values.
+    pub real: Renderer,
+    /// Renders with the secrets masked.
+    pub masked: Renderer,
+    /// Masks the values.
+    pub masker: crate::secrets::Masker,
+}
+
+impl StepContext<'_> {
+    /// Opens the secrets the config names and builds the renderers over them.
+    pub async fn with_secrets(&self) -> Result<WithSecrets, Failure> {
+        let names = crate::secrets::referenced(self.config);
+        let values = self.secrets.resolve(self.workspace_id, &names).await?;
+        let mut real = self.data.clone();
+        let mut masked = self.data.clone();
+        if let (Value::Object(real), Value::Object(masked)) = (&mut real, &mut masked) {
+            real.insert(
+                "secrets".into(),
+                Value::Object(
+                    values
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                        .collect(),
+                ),
+            );
+            masked.insert(
+                "secrets".into(),
+                Value::Object(
+                    names
+                        .iter()
+                        .map(|k| (k.clone(), Value::String(crate::secrets::MASK.into())))
+                        .collect(),
+                ),
+            );
+        }
+        Ok(WithSecrets {
+            real: Renderer::new(&real),
+            masked: Renderer::new(&masked),
+            masker: crate::secrets::Masker::new(values.values().map(String::as_str)),
+        })
     }
 }
 
@@ -132,6 +197,23 @@ impl Executors {
             .clone()
             .unwrap_or_else(sandbox_program);
         let pool = flowline_sandbox::pool::SandboxPool::new(program, config.sandbox_pool_size);
+        let outbound = crate::outbound::Outbound::new(config.outbound.clone());
+        executors.register(
+            ActionType::RunApiRequest,
+            Arc::new(RunApiRequest::new(outbound.clone())),
+        );
+        executors.register(
+            ActionType::SendWebhook,
+            Arc::new(SendWebhook::new(outbound.clone())),
+        );
+        executors.register(
+            ActionType::EmailIntegration,
+            Arc::new(SendEmail::new(outbound.clone(), config.email.clone())),
+        );
+        executors.register(
+            ActionType::CrmIntegration,
+            Arc::new(SyncCrm::new(outbound, config.hubspot_url.clone())),
+        );
         executors.sandbox = Some(pool.clone());
         executors.register(
             ActionType::RunJavascript,

@@ -55,6 +55,9 @@ pub struct TestApp {
     pub owner: String,
     /// The PostgreSQL database's URL, on PostgreSQL.
     pub pg_url: Option<String>,
+    /// The engine's settings (its secret key included), for tests that build another engine
+    /// over the same store.
+    pub config: flowline_engine::EngineConfig,
     client: reqwest::Client,
     _guard: Box<dyn std::any::Any + Send>,
 }
@@ -160,8 +163,15 @@ impl TestApp {
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let engine =
-            flowline_engine::Engine::new(store.clone(), flowline_engine::EngineConfig::default());
+        let config = flowline_engine::EngineConfig {
+            secret_key: Some(flowline_engine::secrets::SecretKey::generate().0),
+            // Outside services in tests are real servers on 127.0.0.1.
+            outbound: flowline_engine::outbound::OutboundPolicy {
+                allow: vec!["127.0.0.0/8".parse().unwrap()],
+            },
+            ..Default::default()
+        };
+        let engine = flowline_engine::Engine::new(store.clone(), config.clone());
         let state = AppState::new(engine.clone());
         tokio::spawn(flowline_api::serve(listener, state, std::future::pending()));
         Self {
@@ -171,6 +181,7 @@ impl TestApp {
             workspace: created.workspace.id,
             owner: token.expose().to_owned(),
             pg_url,
+            config,
             client: reqwest::Client::new(),
             _guard: guard,
         }
