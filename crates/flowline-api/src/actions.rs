@@ -28,6 +28,51 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_flow_actions, create_flow_action))
         .routes(routes!(update_flow_action, delete_flow_action))
         .routes(routes!(list_action_executions))
+        .routes(routes!(test_flow_action))
+}
+
+/// A dry run of an action.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TestAction {
+    /// The contact the templates see (`{{ contact.… }}`).
+    #[schema(value_type = Option<String>)]
+    contact_id: Option<flowline_core::id::ContactId>,
+    /// The run variables the templates see (`{{ vars.… }}`).
+    #[schema(value_type = Option<Object>)]
+    vars: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Must be `true`: a test renders and checks, and sends nothing.
+    dry_run: bool,
+}
+
+/// Dry-runs an action of a flow (its draft config): renders and checks it for a contact and
+/// variables, and answers what it would send (secrets masked), sending and changing nothing.
+#[utoipa::path(post, path = "/api/actions/flows/{flowId}/actions/{actionId}/test", tag = "actions",
+    params(("flowId" = FlowId, Path, description = "The flow"), ("actionId" = ActionId, Path, description = "The action")),
+    request_body = TestAction,
+    responses((status = 200, body = flowline_engine::DryRun), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn test_flow_action(
+    auth: Auth,
+    state: axum::extract::State<AppState>,
+    ApiPath((flow_id, action_id)): ApiPath<(FlowId, ActionId)>,
+    ApiJson(body): ApiJson<TestAction>,
+) -> ApiResult<Json<flowline_engine::DryRun>> {
+    auth.require(Role::Editor)?;
+    if !body.dry_run {
+        return Err(ApiError::Validation(ValidationErrors::single(
+            "dryRun",
+            "only dry runs are offered: publish the flow and start a run to act for real",
+        )));
+    }
+    let action = state.store.get_action(auth.workspace(), action_id).await?;
+    if action.flow_id != flow_id {
+        return Err(ApiError::NotFound("action".into()));
+    }
+    let report = state
+        .engine
+        .dry_run(&action, body.contact_id, body.vars.unwrap_or_default())
+        .await?;
+    Ok(Json(report))
 }
 
 /// One action type of the catalogue.

@@ -96,7 +96,7 @@ impl Default for EngineConfig {
             concurrency: HashMap::from([
                 (Queue::Basic, 32),
                 (Queue::Advanced, 32),
-                (Queue::Integration, 16),
+                (Queue::Integration, 32),
             ]),
             claim_batch: 50,
             per_workspace_batch: 10,
@@ -157,6 +157,27 @@ pub struct StartRun {
     pub input: Value,
     /// A webhook delivery's id or a schedule slot: the same key starts one run only.
     pub dedupe_key: Option<String>,
+}
+
+/// What a dry run found.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DryRun {
+    /// Whether the config rendered and checked out.
+    pub ok: bool,
+    /// The config as rendered, secrets masked.
+    #[schema(value_type = Option<Object>)]
+    pub input: Option<Value>,
+    /// The requests (or SMTP session) that would be sent, secrets masked.
+    #[schema(value_type = Vec<Object>)]
+    pub requests: Vec<Value>,
+    /// Variables it would set (set_variable).
+    pub variables: Vec<flowline_store::execution::Variable>,
+    /// What set_variable would output.
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Value>,
+    /// Why it would fail.
+    pub error: Option<flowline_store::execution::StepError>,
 }
 
 /// The engine of one process.
@@ -316,6 +337,91 @@ impl Engine {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         worker::spawn(self, shutdown)
+    }
+
+    /// Renders and checks `action`'s config for `contact` and `vars`, and says what its step
+    /// would do, sending and changing nothing: for the outbound actions, the exact requests
+    /// (secrets masked); for set_variable, the variable; for the others, the config as rendered.
+    pub async fn dry_run(
+        self: &Arc<Self>,
+        action: &flowline_store::flow::FlowAction,
+        contact: Option<flowline_core::id::ContactId>,
+        vars: serde_json::Map<String, Value>,
+    ) -> Result<DryRun, StoreError> {
+        use flowline_core::action::ActionType;
+        use std::sync::Arc as StdArc;
+        let contact_value = match contact {
+            Some(id) => Some(
+                self.store
+                    .contact_context(action.workspace_id, id)
+                    .await?
+                    .ok_or(StoreError::NotFound("contact"))?,
+            ),
+            None => None,
+        };
+        let data = json!({
+            "contact": contact_value,
+            "vars": vars,
+            "trigger": {},
+            "execution": {"id": null, "flowId": action.flow_id, "flowVersion": null, "input": {}, "attempt": 1},
+            "workspace": {"id": action.workspace_id},
+        });
+        let renderer = Renderer::new(&data);
+        let (outbound, notebook) = outbound::Outbound::recording(self.config.outbound.clone());
+        let executor: Option<StdArc<dyn executor::Executor>> = match action.action_type {
+            ActionType::RunApiRequest => Some(StdArc::new(executor::RunApiRequest::new(outbound))),
+            ActionType::SendWebhook => Some(StdArc::new(executor::SendWebhook::new(outbound))),
+            ActionType::EmailIntegration => Some(StdArc::new(executor::SendEmail::new(
+                outbound,
+                self.config.email.clone(),
+            ))),
+            ActionType::CrmIntegration => Some(StdArc::new(executor::SyncCrm::new(
+                outbound,
+                self.config.hubspot_url.clone(),
+            ))),
+            ActionType::SetVariable => Some(StdArc::new(executor::SetVariable)),
+            _ => None,
+        };
+        let step = executor::StepContext {
+            step_id: flowline_core::id::StepId::new(),
+            workspace_id: action.workspace_id,
+            execution_id: flowline_core::id::ExecutionId::new(),
+            attempt: 1,
+            contact_id: contact,
+            config: &action.action_config,
+            renderer: &renderer,
+            data: &data,
+            secrets: &**self,
+        };
+        let outcome = match &executor {
+            Some(executor) => executor
+                .execute(&step)
+                .await
+                .map(|o| (o.input, Some(o.output), o.variables)),
+            None => renderer
+                .render_value("actionConfig", &action.action_config)
+                .map(|rendered| (Some(rendered), None, Vec::new()))
+                .map_err(failure::Failure::template),
+        };
+        let requests = notebook.lock().map(|n| n.clone()).unwrap_or_default();
+        Ok(match outcome {
+            Ok((input, output, variables)) => DryRun {
+                ok: true,
+                input,
+                requests,
+                variables,
+                output: output.filter(|_| action.action_type == ActionType::SetVariable),
+                error: None,
+            },
+            Err(failure) => DryRun {
+                ok: false,
+                input: None,
+                requests,
+                variables: Vec::new(),
+                output: None,
+                error: Some(failure.error),
+            },
+        })
     }
 
     /// The key secrets are sealed with, when one is configured.

@@ -152,6 +152,8 @@ struct Blocked(String);
 pub struct Outbound {
     client: reqwest::Client,
     policy: Arc<OutboundPolicy>,
+    /// A dry run's notebook: requests are checked and written down here, never sent.
+    recorder: Option<Arc<std::sync::Mutex<Vec<serde_json::Value>>>>,
 }
 
 /// A request to send.
@@ -162,6 +164,9 @@ pub struct OutboundRequest {
     pub url: String,
     /// Headers.
     pub headers: Vec<(String, String)>,
+    /// Headers that carry credentials: dropped when a redirect leaves the first origin
+    /// (`Authorization`, `Cookie` and `Proxy-Authorization` always are).
+    pub sensitive: Vec<String>,
     /// Body bytes (JSON or a form), with its content type.
     pub body: Option<(Vec<u8>, &'static str)>,
     /// The whole exchange's timeout.
@@ -218,7 +223,35 @@ impl Outbound {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_default();
-        Self { client, policy }
+        Self {
+            client,
+            policy,
+            recorder: None,
+        }
+    }
+
+    /// A client for a dry run: every request is checked as usual, then written down (secrets
+    /// masked) instead of sent, and answered `200 {}`.
+    pub fn recording(
+        policy: OutboundPolicy,
+    ) -> (Self, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+        let notebook = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut outbound = Self::new(policy);
+        outbound.recorder = Some(notebook.clone());
+        (outbound, notebook)
+    }
+
+    /// Writes down what a dry run would have done; `true` when this is a dry run.
+    pub fn record(&self, what: serde_json::Value) -> bool {
+        match &self.recorder {
+            Some(notebook) => {
+                if let Ok(mut notebook) = notebook.lock() {
+                    notebook.push(what);
+                }
+                true
+            }
+            None => false,
+        }
     }
 
     /// The addresses of `host` the policy permits (for connections other than HTTP: SMTP).
@@ -296,12 +329,37 @@ impl Outbound {
         masker: &Masker,
     ) -> Result<OutboundResponse, Failure> {
         let mut url = self.check_url(&request.url)?;
+        if self.recorder.is_some() {
+            let body = request.body.as_ref().map(|(bytes, kind)| {
+                let text = masker.text(&String::from_utf8_lossy(bytes));
+                match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(json) if *kind == "application/json" => json,
+                    _ => serde_json::Value::String(text),
+                }
+            });
+            self.record(serde_json::json!({
+                "method": request.method.as_str(),
+                "url": masker.text(url.as_str()),
+                "headers": request.headers.iter().map(|(n, v)| (n.clone(), serde_json::Value::String(masker.text(v)))).collect::<serde_json::Map<_, _>>(),
+                "contentType": request.body.as_ref().map(|(_, kind)| *kind),
+                "body": body,
+            }));
+            return Ok(OutboundResponse {
+                status: StatusCode::OK,
+                headers: Vec::new(),
+                body: b"{}".to_vec(),
+                truncated: false,
+                url: url.to_string(),
+            });
+        }
+        let origin = url.origin();
+        let mut headers = request.headers.clone();
         let mut method = request.method.clone();
         let mut body = request.body.clone();
         let deadline = tokio::time::Instant::now() + request.timeout;
         for _ in 0..=MAX_REDIRECTS {
             let mut builder = self.client.request(method.clone(), url.clone());
-            for (name, value) in &request.headers {
+            for (name, value) in &headers {
                 builder = builder.header(name.as_str(), value.as_str());
             }
             if let Some((bytes, content_type)) = &body {
@@ -332,6 +390,18 @@ impl Outbound {
                         )
                     })?;
                 url = self.check_url(next.as_str())?;
+                if url.origin() != origin {
+                    headers.retain(|(name, _)| {
+                        let name = name.to_ascii_lowercase();
+                        !matches!(
+                            name.as_str(),
+                            "authorization" | "cookie" | "proxy-authorization"
+                        ) && !request
+                            .sensitive
+                            .iter()
+                            .any(|s| s.eq_ignore_ascii_case(&name))
+                    });
+                }
                 if status == StatusCode::SEE_OTHER
                     || (method == Method::POST
                         && matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND))
@@ -516,6 +586,12 @@ mod tests {
             "64:ff9b::a00:1",
             "2002:a00:1::",
             "2001:0:4136:e378:8000:63bf:f5ff:fffe", // Teredo for 10.0.0.1
+            "172.16.5.4",
+            "172.31.255.255",
+            "100.127.0.1",
+            "fd00:ec2::254",
+            "198.18.0.1",
+            "240.0.0.1",
         ] {
             assert!(!is_public(blocked.parse().unwrap()), "{blocked}");
         }
@@ -538,6 +614,32 @@ mod tests {
     fn urls_are_checked_before_anything_is_sent() {
         let outbound = Outbound::new(OutboundPolicy::default());
         assert!(outbound.check_url("https://example.com/x").is_ok());
+        // Every private, loopback, link-local and metadata form is refused at the guard's
+        // decision, before any connection: numeric and shortened IPv4 forms are normalised by
+        // the URL parser first.
+        for blocked in [
+            "http://127.0.0.1/",
+            "http://10.1.2.3/",
+            "http://172.16.0.1/",
+            "http://192.168.1.1/",
+            "http://100.64.0.1/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://0.0.0.0/",
+            "http://[::1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[fd00:ec2::254]/",
+            "http://2130706433/",
+            "http://0x7f000001/",
+            "http://0177.0.0.1/",
+            "http://127.1/",
+        ] {
+            let failure = outbound.check_url(blocked).unwrap_err();
+            assert_eq!(
+                failure.error.category,
+                ErrorCategory::Permission,
+                "{blocked}: {failure:?}"
+            );
+        }
         for bad in [
             "ftp://example.com/",
             "file:///etc/passwd",

@@ -56,6 +56,10 @@ pub enum FlowKind {
     Mixed,
     /// `--steps` run_javascript steps, each a small script in the sandbox.
     Javascript,
+    /// `--steps` send_webhook steps, signed, to a receiver in this process.
+    Webhook,
+    /// `--steps` run_api_request steps (GET with a bearer secret) to a server in this process.
+    Api,
 }
 
 /// Where the bench runs, kept alive until it ends.
@@ -249,7 +253,12 @@ struct Workers {
 }
 
 impl Workers {
-    fn start(engine: &Arc<Engine>, count: usize, url: Option<&str>) -> anyhow::Result<Self> {
+    fn start(
+        engine: &Arc<Engine>,
+        count: usize,
+        url: Option<&str>,
+        secret_key: &str,
+    ) -> anyhow::Result<Self> {
         if count <= 1 {
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let handles = engine.spawn_workers(stopped);
@@ -272,6 +281,8 @@ impl Workers {
                 Command::new(&exe)
                     .arg("worker")
                     .env("DATABASE_URL", url)
+                    .env("FLOWLINE_SECRET_KEY", secret_key)
+                    .env("FLOWLINE_OUTBOUND_ALLOW", "127.0.0.1/32")
                     .env("FLOWLINE_LOG", "warn")
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
@@ -365,8 +376,54 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
             .await?;
             (flow, args.steps)
         }
+        FlowKind::Webhook | FlowKind::Api => {
+            let receiver = receiver().await?;
+            let webhook = args.flow == FlowKind::Webhook;
+            let flow = chain_of(&*store, workspace, args.steps, |i| {
+                if webhook {
+                    (
+                        ActionType::SendWebhook,
+                        json!({"url": format!("{receiver}/hooks/{i}"), "signingSecret": "{{ secrets.bench_whsec }}", "eventType": "bench.step"}),
+                    )
+                } else {
+                    (
+                        ActionType::RunApiRequest,
+                        json!({"url": format!("{receiver}/api/{i}"), "authentication": {"type": "bearer", "token": "{{ secrets.bench_token }}"},
+                               "responseMapping": [{"path": "status", "variable": format!("s{i}")}]}),
+                    )
+                }
+            })
+            .await?;
+            (flow, args.steps)
+        }
     };
-    let engine = Engine::new(store.clone(), config.engine());
+    // Outbound flows call a server in this process, and sign with a secret.
+    let (key, key_text) = flowline_engine::secrets::SecretKey::generate();
+    for (name, value) in [
+        (
+            "bench_whsec",
+            "whsec_YmVuY2gtc2lnbmluZy1rZXktMzItYnl0ZXMtbG9uZyE=",
+        ),
+        ("bench_token", "bench-bearer-token"),
+    ] {
+        let (nonce, ciphertext) = key.seal(workspace, name, value);
+        store
+            .put_secret(
+                workspace,
+                &Actor::system("bench"),
+                flowline_store::secrets::SealedSecret {
+                    workspace_id: workspace,
+                    name: name.into(),
+                    nonce,
+                    ciphertext,
+                },
+            )
+            .await?;
+    }
+    let mut engine_config = config.engine();
+    engine_config.secret_key = Some(key);
+    engine_config.outbound.allow.push("127.0.0.1/32".parse()?);
+    let engine = Engine::new(store.clone(), engine_config);
     let planner: Arc<dyn RunPlanner> = engine.clone();
     let progress = !args.json;
 
@@ -394,7 +451,7 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
     let enqueue_seconds = enqueue_started.elapsed().as_secs_f64();
     let total_steps = args.executions * steps_per_run;
 
-    let workers = Workers::start(&engine, args.workers, url.as_deref())?;
+    let workers = Workers::start(&engine, args.workers, url.as_deref(), &key_text)?;
     let started = Instant::now();
     let mut peak_rss = 0f64;
     loop {
@@ -512,6 +569,8 @@ fn flow_name(kind: FlowKind) -> &'static str {
         FlowKind::Chain => "chain",
         FlowKind::Mixed => "mixed",
         FlowKind::Javascript => "javascript",
+        FlowKind::Webhook => "webhook",
+        FlowKind::Api => "api",
     }
 }
 
@@ -581,6 +640,15 @@ async fn unsaturated(
     latencies.sort_by(|a, b| a.total_cmp(b));
     durations.sort_by(|a, b| a.total_cmp(b));
     Ok((latencies, durations))
+}
+
+/// A server on 127.0.0.1 that answers every request `200 {}` at once; its base URL.
+async fn receiver() -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let app = axum::Router::new().fallback(|| async { axum::Json(json!({"ok": true})) });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(url)
 }
 
 /// How many of the flow's runs failed.

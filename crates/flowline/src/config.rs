@@ -111,7 +111,7 @@ impl Default for Config {
             step_limit: 1_000,
             concurrency_basic: 32,
             concurrency_advanced: 32,
-            concurrency_integration: 16,
+            concurrency_integration: 32,
             sandbox_pool_size: 2,
             javascript_timeout_cap_ms: 10_000,
             javascript_memory_cap_mb: 128,

@@ -188,6 +188,7 @@ impl SyncCrm {
                     method,
                     url,
                     headers: vec![("Authorization".into(), format!("Bearer {token}"))],
+                    sensitive: Vec::new(),
                     body: Some((
                         serde_json::to_vec(&body).unwrap_or_default(),
                         "application/json",

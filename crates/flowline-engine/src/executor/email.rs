@@ -244,6 +244,7 @@ impl SendEmail {
                         self.settings.sendgrid_url.trim_end_matches('/')
                     ),
                     headers: vec![("Authorization".into(), format!("Bearer {key}"))],
+                    sensitive: Vec::new(),
                     body: Some((
                         serde_json::to_vec(&body).unwrap_or_default(),
                         "application/json",
@@ -324,6 +325,7 @@ impl SendEmail {
                         self.settings.mailgun_url.trim_end_matches('/')
                     ),
                     headers: vec![("Authorization".into(), format!("Basic {auth}"))],
+                    sensitive: Vec::new(),
                     body: Some((body.into_bytes(), "application/x-www-form-urlencoded")),
                     timeout: Duration::from_secs(30),
                 },
@@ -377,6 +379,15 @@ impl SendEmail {
             .transpose()?;
         let id = format!("<{}@flowline>", step.step_id);
         let data = compose(message, &id);
+        if self.outbound.record(json!({
+            "smtp": {"host": host, "port": settings.port, "security": settings.security,
+                     "authenticates": username.is_some()},
+            "from": message.from.1,
+            "to": message.to,
+            "message": secrets.masker.text(&data),
+        })) {
+            return Ok(json!({"provider": "smtp", "messageId": id}));
+        }
         let reply = tokio::time::timeout(
             Duration::from_secs(60),
             smtp_session(

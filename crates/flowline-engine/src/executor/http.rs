@@ -227,7 +227,20 @@ impl RunApiRequest {
                 }
             }
         }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
         headers.push(("Idempotency-Key".into(), step.idempotency_key()));
+        // Headers carrying a secret (an API key, a custom token header) do not follow a redirect
+        // to another origin.
+        let mut sensitive: Vec<String> = headers
+            .iter()
+            .filter(|(_, v)| secrets.masker.text(v) != *v)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if let Some(Authentication::ApiKey { name, .. }) = &config.authentication {
+            sensitive.push(name.clone());
+        }
         let (body, shown_body) = match (&config.body, &config.field_mapping) {
             (Some(body), _) => (
                 Some(real.render_value("body", body).map_err(Failure::template)?),
@@ -277,6 +290,7 @@ impl RunApiRequest {
             method,
             url: url.to_string(),
             headers,
+            sensitive,
             body: body.map(|b| {
                 (
                     serde_json::to_vec(&b).unwrap_or_default(),
@@ -468,6 +482,7 @@ impl SendWebhook {
             method: Method::POST,
             url,
             headers,
+            sensitive: Vec::new(),
             body: Some((body, "application/json")),
             timeout: DEFAULT_REQUEST_TIMEOUT,
         };

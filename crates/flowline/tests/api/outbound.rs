@@ -242,23 +242,90 @@ api_test! {
     }
 }
 
+/// A TCP listener that counts the connections it accepts: it must see none.
+struct Untouchable {
+    port: u16,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Untouchable {
+    async fn bind(ip: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while listener.accept().await.is_ok() {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        Self { port, accepted }
+    }
+
+    fn touched(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 api_test! {
-    async fn the_ssrf_guard_refuses_private_addresses_names_and_redirects(app: TestApp) {
-        let peer = FakeHttp::start().await;
-        let port = peer.url.rsplit(':').next().unwrap().to_owned();
+    async fn the_ssrf_guard_refuses_loopback_forms_names_redirects_and_credentials(app: TestApp) {
+        // Without the allowlist, every loopback form and a name that resolves to loopback are
+        // refused inside the connector: the listener behind them sees no connection. (Private,
+        // shared, link-local and metadata ranges are refused at the same decision; those are
+        // checked without any connection in the engine's own tests.)
+        let guarded = Engine::new(app.store.clone(), EngineConfig { secret_key: app.config.secret_key.clone(), ..Default::default() });
+        let target = Untouchable::bind("127.0.0.1").await;
+        let port = target.port;
         for url in [
-            "http://10.0.0.1/".to_owned(),
-            "http://169.254.169.254/latest/meta-data/".to_owned(),
-            format!("http://[::1]:{port}/"),
-            "http://[::ffff:a00:1]/".to_owned(),
-            "http://0.0.0.0/".to_owned(),
+            format!("http://127.0.0.1:{port}/"),
+            format!("http://2130706433:{port}/"),
+            format!("http://0x7f000001:{port}/"),
+            format!("http://0177.0.0.1:{port}/"),
+            format!("http://127.1:{port}/"),
+            format!("http://[::ffff:127.0.0.1]:{port}/"),
+            format!("http://localhost:{port}/"),
         ] {
-            let r = run(&app, "run_api_request", json!({"url": url}), None).await;
-            assert_eq!(r["steps"][0]["error"]["category"], "permission", "{url}: {r}");
+            let r = run_on(&app, &guarded, "run_api_request", json!({"url": url}), json!({"maxAttempts": 1}), None).await;
+            let error = &r["steps"][0]["error"];
+            assert_eq!(error["category"], "permission", "{url}: {error}");
+            assert!(error["suggestion"].as_str().unwrap().contains("outbound_allow"));
         }
-        let r = run(&app, "run_api_request", json!({"url": "http://user:pw@127.0.0.1/"}), None).await;
+        assert_eq!(target.touched(), 0, "no connection reached the listener");
+
+        // An allowed peer that redirects to a blocked address: refused before the second
+        // connection. Here only 127.0.0.1 is open; 127.0.0.2 is not.
+        let mut narrow = app.config.clone();
+        narrow.outbound.allow = vec!["127.0.0.1/32".parse().unwrap()];
+        let narrow = Engine::new(app.store.clone(), narrow);
+        let blocked = Untouchable::bind("127.0.0.2").await;
+        let peer = FakeHttp::start().await;
+        peer.answer([(302, vec![("location", format!("http://127.0.0.2:{}/steal", blocked.port))], String::new())]);
+        let r = run_on(&app, &narrow, "run_api_request", json!({"url": format!("{}/go", peer.url)}), json!({"maxAttempts": 1}), None).await;
+        assert_eq!(r["steps"][0]["error"]["category"], "permission", "{r}");
+        assert_eq!(blocked.touched(), 0);
+
+        // Redirects within what is allowed are followed; credentials do not cross origins.
+        put_secret(&app, "api_token", SECRET).await;
+        let other = FakeHttp::start().await;
+        peer.answer([(307, vec![("location", "/same".into())], String::new())]);
+        peer.answer([(307, vec![("location", format!("{}/elsewhere", other.url))], String::new())]);
+        other.answer([json_answer(200, json!({"here": true}))]);
+        let r = run(&app, "run_api_request", json!({"url": format!("{}/go", peer.url), "method": "POST", "body": {"a": 1},
+            "headers": {"X-Api-Token": "{{ secrets.api_token }}", "X-Plain": "kept"},
+            "authentication": {"type": "bearer", "token": "{{ secrets.api_token }}"}}), None).await;
+        assert_eq!(r["steps"][0]["output"]["body"], json!({"here": true}), "{r}");
+        let same = peer.received().into_iter().find(|g| g.path == "/same").unwrap();
+        assert_eq!(same.header("authorization").unwrap(), format!("Bearer {SECRET}"));
+        let crossed = &other.received()[0];
+        assert_eq!(crossed.path, "/elsewhere");
+        assert!(crossed.header("authorization").is_none(), "Authorization was dropped");
+        assert!(crossed.header("x-api-token").is_none(), "a header carrying a secret was dropped");
+        assert_eq!(crossed.header("x-plain").unwrap(), "kept");
+        assert_eq!(crossed.json(), json!({"a": 1}), "307 keeps the method and body");
+
+        // Credentials in the URL, and schemes other than http(s), are refused.
+        let r = run(&app, "run_api_request", json!({"url": format!("http://user:pw@127.0.0.1:{port}/")}), None).await;
         assert_eq!(r["steps"][0]["error"]["category"], "validation");
-        // Other schemes are refused when the action is saved, and when a template renders one.
         let flow = app.flow(&app.owner).await;
         let refused = app
             .post(&format!("/api/actions/flows/{flow}"), &app.owner,
@@ -268,20 +335,9 @@ api_test! {
         assert_eq!(refused, vec!["actionConfig.url"]);
         let r = run(&app, "run_api_request", json!({"url": "{{ 'file' }}:///etc/passwd"}), None).await;
         assert_eq!(r["steps"][0]["error"]["category"], "validation", "{r}");
-        // A redirect to the metadata address is refused before it is followed.
-        peer.answer([(302, vec![("location", "http://169.254.169.254/latest/meta-data/".into())], String::new())]);
-        let r = run(&app, "run_api_request", json!({"url": format!("{}/go", peer.url)}), None).await;
-        assert_eq!(r["steps"][0]["error"]["category"], "permission", "{r}");
-        // A redirect within what is allowed is followed.
-        peer.answer([(302, vec![("location", "/there".into())], String::new()), json_answer(200, json!({"here": true}))]);
-        let r = run(&app, "run_api_request", json!({"url": format!("{}/go", peer.url)}), None).await;
-        assert_eq!(r["steps"][0]["output"]["body"], json!({"here": true}));
-        // Without the allowlist, a name that resolves to loopback is refused inside the connector.
-        let guarded = Engine::new(app.store.clone(), EngineConfig { secret_key: app.config.secret_key.clone(), ..Default::default() });
-        let seen = peer.received().len();
-        let r = run_on(&app, &guarded, "run_api_request", json!({"url": format!("http://localhost:{port}/")}), json!({"maxAttempts": 1}), None).await;
-        assert_eq!(r["steps"][0]["error"]["category"], "permission", "{r}");
-        assert_eq!(peer.received().len(), seen, "nothing reached the peer");
+        let r = run(&app, "send_webhook", json!({"url": "{{ 'gopher' }}://127.0.0.1/"}), None).await;
+        assert_eq!(r["steps"][0]["error"]["category"], "validation", "{r}");
+        assert_eq!(target.touched(), 0);
     }
 }
 
@@ -484,4 +540,133 @@ api_test! {
         assert_eq!(r["steps"][0]["error"]["category"], "permission");
         assert!(!r.to_string().contains("00Dxx!salesforce"), "{r}");
     }
+}
+
+api_test! {
+    async fn a_dry_run_shows_the_exact_request_with_secrets_masked_and_sends_nothing(app: TestApp) {
+        put_secret(&app, "api_token", SECRET).await;
+        let contact = ada(&app).await;
+        let peer = FakeHttp::start().await;
+        let smtp = FakeSmtp::start().await;
+        let flow = app.flow(&app.owner).await;
+        let add = |action_type: &str, config: Value| {
+            let (app, flow) = (&app, flow.clone());
+            let body = json!({"nodeId": "start", "actionType": action_type, "actionConfig": config});
+            async move {
+                app.post(&format!("/api/actions/flows/{flow}"), &app.owner, body).await.expect(201)["id"]
+                    .as_str().unwrap().to_owned()
+            }
+        };
+        let api = add("run_api_request", json!({"url": format!("{}/v1/leads", peer.url), "method": "POST",
+            "authentication": {"type": "bearer", "token": "{{ secrets.api_token }}"},
+            "fieldMapping": {"email": "contact.email", "plan": "{{ vars.plan }}"}})).await;
+        let test = |action: String, body: Value| {
+            let (app, flow) = (&app, flow.clone());
+            async move { app.post(&format!("/api/actions/flows/{flow}/actions/{action}/test"), &app.owner, body).await }
+        };
+        let report = test(api.clone(), json!({"contactId": contact, "vars": {"plan": "pro"}, "dryRun": true})).await.expect(200);
+        assert_eq!(report["ok"], true, "{report}");
+        let request = &report["requests"][0];
+        assert_eq!(request["method"], "POST");
+        assert_eq!(request["url"], format!("{}/v1/leads", peer.url));
+        assert_eq!(request["headers"]["Authorization"], "Bearer [secret]");
+        assert!(request["headers"]["Idempotency-Key"].is_string());
+        assert_eq!(request["body"], json!({"email": "ada@example.com", "plan": "pro"}));
+        assert!(!report.to_string().contains(SECRET));
+        // A template naming a missing variable: reported, not sent.
+        let report = test(api.clone(), json!({"contactId": contact, "dryRun": true})).await.expect(200);
+        assert_eq!(report["ok"], false);
+        assert_eq!(report["error"]["category"], "validation");
+        let hook = add("send_webhook", json!({"url": format!("{}/hook", peer.url), "signingSecret": "{{ secrets.api_token }}"})).await;
+        let report = test(hook, json!({"contactId": contact, "dryRun": true})).await.expect(200);
+        assert!(report["requests"][0]["headers"]["webhook-signature"].as_str().unwrap().starts_with("v1,"));
+        assert_eq!(report["requests"][0]["body"]["data"]["contact"]["email"], "ada@example.com");
+        let mail = add("email_integration", json!({"provider": "smtp", "from": "team@flowline.test", "subject": "Hi {{ contact.name }}", "text": "x",
+            "smtp": {"host": "127.0.0.1", "port": smtp.port, "security": "none"}})).await;
+        let report = test(mail, json!({"contactId": contact, "dryRun": true})).await.expect(200);
+        assert_eq!(report["requests"][0]["to"], "ada@example.com", "{report}");
+        assert!(report["requests"][0]["message"].as_str().unwrap().contains("Subject: Hi Ada"));
+        let set = add("set_variable", json!({"name": "score", "type": "number", "value": "{{ vars.base + 1 }}"})).await;
+        let report = test(set, json!({"vars": {"base": 41}, "dryRun": true})).await.expect(200);
+        assert_eq!(report["variables"][0]["value"], 42);
+        let tag = add("add_tag", json!({"tagName": "{{ vars.kind }}-lead"})).await;
+        let report = test(tag, json!({"contactId": contact, "vars": {"kind": "hot"}, "dryRun": true})).await.expect(200);
+        assert_eq!(report["input"]["tagName"], "hot-lead");
+        assert!(detail_tags_empty(&app, &contact).await, "nothing was changed");
+        // Nothing was sent anywhere.
+        assert!(peer.received().is_empty());
+        assert!(smtp.mails().is_empty());
+        test(api.clone(), json!({"dryRun": false})).await.problem(422, "validation_failed");
+        let (_, other) = app.other_workspace().await;
+        app.post(&format!("/api/actions/flows/{flow}/actions/{api}/test"), &other, json!({"dryRun": true}))
+            .await
+            .problem(404, "not_found");
+    }
+}
+
+async fn detail_tags_empty(app: &TestApp, contact: &str) -> bool {
+    app.get(&format!("/api/contacts/{contact}"), &app.owner)
+        .await
+        .expect(200)["tags"]
+        == json!([])
+}
+
+/// Captures every log line written while the test runs on this thread.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn secret_values_never_reach_the_logs() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    // One thread: every task of the test, the engine's included, logs through this subscriber.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            let app = TestApp::sqlite().await;
+            put_secret(&app, "api_token", SECRET).await;
+            let peer = FakeHttp::start().await;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(SECRET);
+            peer.answer([
+                (500, vec![("x-echo", SECRET.to_owned())], format!("bad token {SECRET} {b64}")),
+                (500, vec![], format!("still bad {SECRET}")),
+            ]);
+            let r = run_on(&app, &app.engine, "run_api_request",
+                json!({"url": format!("{}/x", peer.url), "authentication": {"type": "bearer", "token": "{{ secrets.api_token }}"}}),
+                json!({"maxAttempts": 2, "initialDelayMs": 1, "jitter": false}), None).await;
+            let id = r["id"].as_str().unwrap().to_owned();
+            for _ in 0..1000 {
+                let run = app.get(&format!("/api/executions/{id}"), &app.owner).await.expect(200);
+                if run["status"] == "failed" {
+                    break;
+                }
+                app.engine.drain().await.unwrap();
+            }
+            assert_eq!(peer.received().len(), 2);
+        })
+    });
+    let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    assert!(
+        logs.len() > 1000,
+        "the logs were captured: {} bytes",
+        logs.len()
+    );
+    assert!(!leaks(&logs, SECRET), "a secret reached the logs");
 }
