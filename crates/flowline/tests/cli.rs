@@ -242,3 +242,69 @@ fn bench_prints_its_figures_as_one_json_object() {
         );
     }
 }
+
+fn put_secret(base: &str, token: &str, name: &str, value: &str) -> u16 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        reqwest::Client::new()
+            .put(format!("{base}/api/secrets/{name}"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"value": value}))
+            .send()
+            .await
+            .expect("request")
+            .status()
+            .as_u16()
+    })
+}
+
+#[test]
+fn the_key_file_is_made_once_private_and_a_wrong_key_stops_the_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, base, token) = serve(flowline(dir.path(), None));
+    let token = token.unwrap();
+    assert_eq!(
+        put_secret(&base, &token, "crm_token", "a-secret-value"),
+        201
+    );
+    let _ = server.signal("-TERM");
+    let key_file = dir.path().join("flowline-data").join("secret.key");
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the key file is readable by its owner only");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    // The same key (from the file, or given) opens the secrets: the server starts.
+    let mut with_key = flowline(dir.path(), None);
+    with_key.env("FLOWLINE_SECRET_KEY", key.trim());
+    let (mut again, _, _) = serve(with_key);
+    let _ = again.signal("-TERM");
+    assert_eq!(
+        std::fs::read_to_string(&key_file).unwrap(),
+        key,
+        "made once"
+    );
+    // Another key cannot open them: the start fails and says why.
+    let other = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let output = flowline(dir.path(), None)
+        .env("FLOWLINE_SECRET_KEY", other)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot decrypt the stored secrets"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("crm_token"), "{stderr}");
+    let output = flowline(dir.path(), None)
+        .env("FLOWLINE_SECRET_KEY", "short")
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("32 bytes"));
+}
