@@ -606,7 +606,7 @@ async fn raise(
 ) -> StoreResult<bool> {
     let flows: Vec<(Uuid, i32, Json<Vec<EventTrigger>>)> = sqlx::query_as(
         "SELECT id, version, triggers FROM flows WHERE workspace_id = $1 AND status = 'active' \
-         AND version > 0 ORDER BY id",
+         AND version > 0 AND triggers <> '[]' ORDER BY id",
     )
     .bind(workspace.0)
     .fetch_all(&mut **tx)

@@ -489,6 +489,14 @@ api_test! {
             assert_eq!(r["steps"][0]["error"]["category"], "validation", "{field}: {r}");
         }
         assert_eq!(smtp.mails().len(), sent);
+        // TLS against a server that does not speak it fails the handshake cleanly (`network`,
+        // retried); STARTTLS against one that does not offer it is refused (`validation`).
+        for (security, category) in [("tls", "network"), ("starttls", "validation")] {
+            let r = run_on(&app, &engine, "email_integration", json!({"provider": "smtp", "from": "team@flowline.test", "subject": "s", "text": "t",
+                "smtp": {"host": "localhost", "port": smtp.port, "security": security}}), json!({"maxAttempts": 1}), Some(&contact)).await;
+            assert_eq!(r["steps"][0]["error"]["category"], category, "{security}: {r}");
+        }
+        assert_eq!(smtp.mails().len(), sent);
     }
 }
 
