@@ -21,6 +21,7 @@ mod nullable;
 pub mod page;
 mod refs;
 pub mod secrets;
+pub mod stats;
 pub mod tokens;
 
 use std::future::Future;
@@ -113,6 +114,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(contacts::router())
         .merge(crm::router())
         .merge(secrets::router())
+        .merge(stats::router())
         .merge(executions::router())
         .merge(hooks::router())
         .merge(tokens::router())

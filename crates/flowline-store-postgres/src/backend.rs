@@ -21,6 +21,15 @@ use crate::sql_store::{Access, Tx, db_error};
 
 pub(crate) type Db = sqlx::Postgres;
 pub(crate) type StoreImpl = PgStore;
+/// An attempt's duration in milliseconds, as SQL over `action_attempts a`.
+pub(crate) const ATTEMPT_MS: &str =
+    "CAST(EXTRACT(EPOCH FROM (a.finished_at - a.started_at)) * 1000 AS DOUBLE PRECISION)";
+
+/// A JSON column's text field, as SQL.
+pub(crate) fn json_text(column: &str, key: &str) -> String {
+    format!("({column} ->> '{key}')")
+}
+
 pub(crate) const FOR_UPDATE: &str = "FOR UPDATE";
 
 /// The role the server works as.

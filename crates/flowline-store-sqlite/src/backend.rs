@@ -26,6 +26,19 @@ use crate::sql_store::{Access, Tx, db_error, now};
 pub(crate) type Db = sqlx::Sqlite;
 pub(crate) type StoreImpl = SqliteStore;
 /// SQLite has no row locks: a write transaction holds the database's one write lock.
+/// An attempt's duration in milliseconds, as SQL over `action_attempts a`.
+/// SQLite's date functions keep milliseconds only: whole seconds come from `strftime('%s')`,
+/// and the stored fraction (microseconds) is read from the text.
+pub(crate) const ATTEMPT_MS: &str = "((CAST(strftime('%s', a.finished_at) AS INTEGER) \
+     - CAST(strftime('%s', a.started_at) AS INTEGER)) * 1000.0 \
+     + (CAST('0' || substr(a.finished_at, instr(a.finished_at, '.')) AS REAL) * (instr(a.finished_at, '.') > 0) \
+     - CAST('0' || substr(a.started_at, instr(a.started_at, '.')) AS REAL) * (instr(a.started_at, '.') > 0)) * 1000.0)";
+
+/// A JSON column's text field, as SQL.
+pub(crate) fn json_text(column: &str, key: &str) -> String {
+    format!("json_extract({column}, '$.{key}')")
+}
+
 pub(crate) const FOR_UPDATE: &str = "";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

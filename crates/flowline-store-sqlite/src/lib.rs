@@ -15,6 +15,8 @@ mod sql_crm;
 mod sql_execution;
 #[path = "../../flowline-store/shared/sql_secrets.rs"]
 mod sql_secrets;
+#[path = "../../flowline-store/shared/sql_stats.rs"]
+mod sql_stats;
 #[path = "../../flowline-store/shared/sql_store.rs"]
 mod sql_store;
 mod writer;

@@ -15,6 +15,7 @@ pub mod execution;
 pub mod flow;
 pub mod page;
 pub mod secrets;
+pub mod stats;
 pub mod tenancy;
 
 use async_trait::async_trait;
@@ -41,7 +42,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Flowline's storage. Implementations must behave identically; `flowline-store-tests` checks it.
 #[async_trait]
-pub trait Store: crm::CrmStore + secrets::SecretStore + Send + Sync + 'static {
+pub trait Store:
+    crm::CrmStore + secrets::SecretStore + stats::StatsStore + Send + Sync + 'static
+{
     /// A signal that changes whenever this process queued or returned work to a queue, so idle
     /// workers wake without polling.
     fn subscribe_work(&self) -> tokio::sync::watch::Receiver<u64>;

@@ -14,5 +14,6 @@ mod flows;
 mod isolation;
 mod javascript;
 mod outbound;
+mod stats;
 mod tokens_members;
 mod triggers;

@@ -55,6 +55,8 @@ pub struct TestApp {
     pub owner: String,
     /// The PostgreSQL database's URL, on PostgreSQL.
     pub pg_url: Option<String>,
+    /// The SQLite file, on SQLite.
+    pub sqlite_path: Option<std::path::PathBuf>,
     /// The engine's settings (its secret key included), for tests that build another engine
     /// over the same store.
     pub config: flowline_engine::EngineConfig,
@@ -129,7 +131,10 @@ impl TestApp {
             .await
             .expect("open SQLite");
         store.migrate().await.expect("migrate");
-        Self::start(Arc::new(store), Box::new(dir), None).await
+        let path = dir.path().join("flowline.db");
+        let mut app = Self::start(Arc::new(store), Box::new(dir), None).await;
+        app.sqlite_path = Some(path);
+        app
     }
 
     /// On a fresh PostgreSQL database.
@@ -181,6 +186,7 @@ impl TestApp {
             workspace: created.workspace.id,
             owner: token.expose().to_owned(),
             pg_url,
+            sqlite_path: None,
             config,
             client: reqwest::Client::new(),
             _guard: guard,
@@ -338,6 +344,38 @@ impl TestApp {
         body["id"].as_str().unwrap().to_owned()
     }
 
+    /// Runs `sql` with `binds` (timestamps and ids) directly on the database, as its owner: for
+    /// tests that must backdate rows.
+    pub async fn execute(&self, sql: &str, binds: Vec<SqlValue>) {
+        macro_rules! run {
+            ($conn:expr) => {{
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
+                for bind in binds {
+                    query = match bind {
+                        SqlValue::Time(t) => query.bind(t),
+                        SqlValue::Id(id) => query.bind(id),
+                    };
+                }
+                query.execute($conn).await.expect("sql");
+            }};
+        }
+        use sqlx::Connection;
+        match (&self.pg_url, &self.sqlite_path) {
+            (Some(url), _) => {
+                let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+                run!(&mut conn);
+            }
+            (None, Some(path)) => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+                let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                    .await
+                    .expect("connect");
+                run!(&mut conn);
+            }
+            (None, None) => panic!("no database"),
+        }
+    }
+
     /// The number of audit entries in this app's workspace.
     pub async fn audit_count(&self) -> usize {
         let page = flowline_store::page::PageRequest::first(200);
@@ -348,6 +386,14 @@ impl TestApp {
             .items
             .len()
     }
+}
+
+/// A value bound to raw SQL in tests.
+pub enum SqlValue {
+    /// A timestamp.
+    Time(chrono::DateTime<chrono::Utc>),
+    /// An id.
+    Id(uuid::Uuid),
 }
 
 /// A flow body with nodes `start` and `next`.
