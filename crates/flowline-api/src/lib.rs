@@ -23,6 +23,7 @@ mod refs;
 pub mod secrets;
 pub mod stats;
 pub mod tokens;
+pub mod workspace;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -115,6 +116,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(crm::router())
         .merge(secrets::router())
         .merge(stats::router())
+        .merge(workspace::router())
         .merge(executions::router())
         .merge(hooks::router())
         .merge(tokens::router())

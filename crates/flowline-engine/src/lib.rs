@@ -74,6 +74,8 @@ pub struct EngineConfig {
     pub email: executor::EmailSettings,
     /// HubSpot's API.
     pub hubspot_url: String,
+    /// How often finished runs past their retention are pruned.
+    pub retention_interval: Duration,
     /// The most steps one run may queue.
     pub step_limit: i32,
 }
@@ -121,6 +123,7 @@ impl Default for EngineConfig {
             },
             email: executor::EmailSettings::default(),
             hubspot_url: "https://api.hubapi.com".into(),
+            retention_interval: Duration::from_secs(600),
             step_limit: 1_000,
         }
     }
@@ -422,6 +425,21 @@ impl Engine {
                 error: Some(failure.error),
             },
         })
+    }
+
+    /// Prunes finished runs past their workspace's retention, 500 at a time, until none is
+    /// left or 20 batches ran; returns how many.
+    pub async fn prune(&self) -> Result<u64, StoreError> {
+        let mut pruned = 0;
+        for _ in 0..20 {
+            let n = self.store.prune_finished(500).await?;
+            pruned += n;
+            if n < 500 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        Ok(pruned)
     }
 
     /// The key secrets are sealed with, when one is configured.

@@ -123,6 +123,7 @@ pub(crate) fn spawn(
         tokio::spawn(heartbeat_loop(engine.clone(), in_flight, queues_drained)),
         tokio::spawn(rescue_loop(engine.clone(), shutdown.clone())),
         tokio::spawn(schedule_loop(engine.clone(), shutdown.clone())),
+        tokio::spawn(retention_loop(engine.clone(), shutdown.clone())),
     ];
     let relay = engine.clone();
     handles.push(tokio::spawn(async move {
@@ -310,6 +311,22 @@ async fn rescue_loop(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
                 "returned steps with expired leases to their queues"
             ),
             Err(error) => tracing::warn!(%error, "rescuing expired leases failed"),
+        }
+    }
+}
+
+/// Prunes finished runs past their workspace's retention now and then, in small batches, each
+/// its own short transaction, so workers never wait on it.
+async fn retention_loop(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(engine.config.retention_interval) => {}
+            _ = stopping(&mut shutdown) => break,
+        }
+        match engine.prune().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "pruned finished runs past their retention"),
+            Err(error) => tracing::warn!(%error, "pruning finished runs failed"),
         }
     }
 }
@@ -534,11 +551,27 @@ fn completed(
     (
         output.input,
         StepResult::Completed {
-            output: output.output,
+            output: capped(output.output),
             variables: output.variables,
             next: limit(engine, step, next),
         },
     )
+}
+
+/// The most bytes of a step's output kept, as JSON.
+pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// An output over [`MAX_OUTPUT_BYTES`] is replaced by a marker with its size and a preview.
+fn capped(output: Value) -> Value {
+    let text = output.to_string();
+    if text.len() <= MAX_OUTPUT_BYTES {
+        return output;
+    }
+    let mut end = 1024;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    json!({"truncated": true, "bytes": text.len(), "preview": &text[..end]})
 }
 
 fn report(step: &ClaimedStep, input: Option<Value>, result: StepResult) -> FinishStep {

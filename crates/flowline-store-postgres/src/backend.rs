@@ -25,6 +25,10 @@ pub(crate) type StoreImpl = PgStore;
 pub(crate) const ATTEMPT_MS: &str =
     "CAST(EXTRACT(EPOCH FROM (a.finished_at - a.started_at)) * 1000 AS DOUBLE PRECISION)";
 
+/// Whether run `e` finished longer ago than its workspace `w` keeps runs, as SQL.
+pub(crate) const RETENTION_EXPIRED: &str =
+    "e.finished_at < now() - make_interval(days => w.retention_days)";
+
 /// A JSON column's text field, as SQL.
 pub(crate) fn json_text(column: &str, key: &str) -> String {
     format!("({column} ->> '{key}')")

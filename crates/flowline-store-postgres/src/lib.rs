@@ -16,6 +16,8 @@ mod sql_batch;
 mod sql_crm;
 #[path = "../../flowline-store/shared/sql_execution.rs"]
 mod sql_execution;
+#[path = "../../flowline-store/shared/sql_retention.rs"]
+mod sql_retention;
 #[path = "../../flowline-store/shared/sql_secrets.rs"]
 mod sql_secrets;
 #[path = "../../flowline-store/shared/sql_stats.rs"]

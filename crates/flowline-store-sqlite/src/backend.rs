@@ -34,6 +34,10 @@ pub(crate) const ATTEMPT_MS: &str = "((CAST(strftime('%s', a.finished_at) AS INT
      + (CAST('0' || substr(a.finished_at, instr(a.finished_at, '.')) AS REAL) * (instr(a.finished_at, '.') > 0) \
      - CAST('0' || substr(a.started_at, instr(a.started_at, '.')) AS REAL) * (instr(a.started_at, '.') > 0)) * 1000.0)";
 
+/// Whether run `e` finished longer ago than its workspace `w` keeps runs, as SQL.
+pub(crate) const RETENTION_EXPIRED: &str =
+    "julianday(e.finished_at) < julianday('now') - w.retention_days";
+
 /// A JSON column's text field, as SQL.
 pub(crate) fn json_text(column: &str, key: &str) -> String {
     format!("json_extract({column}, '$.{key}')")

@@ -164,6 +164,7 @@ pub(crate) fn entry(
 struct WorkspaceRow {
     id: Uuid,
     name: String,
+    retention_days: i32,
     created_at: DateTime<Utc>,
 }
 
@@ -172,6 +173,7 @@ impl From<WorkspaceRow> for Workspace {
         Workspace {
             id: r.id.into(),
             name: r.name,
+            retention_days: r.retention_days,
             created_at: r.created_at,
         }
     }
@@ -499,6 +501,7 @@ async fn insert_workspace(tx: &mut Tx, params: &NewWorkspace) -> StoreResult<Cre
     let workspace = Workspace {
         id: WorkspaceId::new(),
         name: params.name.clone(),
+        retention_days: 30,
         created_at,
     };
     enter_workspace(tx, workspace.id).await?;
@@ -731,7 +734,7 @@ impl Store for StoreImpl {
     async fn get_workspace(&self, workspace: WorkspaceId) -> StoreResult<Workspace> {
         let mut tx = self.scoped(workspace, Access::Read).await?;
         let row = sqlx::query_as::<_, WorkspaceRow>(
-            "SELECT id, name, created_at FROM workspaces WHERE id = $1",
+            "SELECT id, name, retention_days, created_at FROM workspaces WHERE id = $1",
         )
         .bind(workspace.0)
         .fetch_optional(&mut *tx)

@@ -14,6 +14,7 @@ pub mod error;
 pub mod execution;
 pub mod flow;
 pub mod page;
+pub mod retention;
 pub mod secrets;
 pub mod stats;
 pub mod tenancy;
@@ -43,7 +44,13 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Flowline's storage. Implementations must behave identically; `flowline-store-tests` checks it.
 #[async_trait]
 pub trait Store:
-    crm::CrmStore + secrets::SecretStore + stats::StatsStore + Send + Sync + 'static
+    crm::CrmStore
+    + secrets::SecretStore
+    + stats::StatsStore
+    + retention::RetentionStore
+    + Send
+    + Sync
+    + 'static
 {
     /// A signal that changes whenever this process queued or returned work to a queue, so idle
     /// workers wake without polling.

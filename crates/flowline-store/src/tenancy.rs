@@ -14,6 +14,8 @@ pub struct Workspace {
     pub id: WorkspaceId,
     /// Its name.
     pub name: String,
+    /// Finished runs older than this many days are pruned.
+    pub retention_days: i32,
     /// When it was created.
     pub created_at: DateTime<Utc>,
 }

@@ -14,6 +14,7 @@ mod flows;
 mod isolation;
 mod javascript;
 mod outbound;
+mod retention;
 mod stats;
 mod tokens_members;
 mod triggers;
