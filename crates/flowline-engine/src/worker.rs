@@ -361,6 +361,21 @@ pub(crate) async fn run_step(
     engine: &Arc<Engine>,
     step: ClaimedStep,
 ) -> Result<FinishOutcome, StoreError> {
+    use tracing::Instrument;
+    // Every line logged while the step runs names its workspace, flow, run and step.
+    let span = tracing::info_span!(
+        "step",
+        workspace = %step.workspace_id,
+        flow = %step.flow_id,
+        execution = %step.execution_id,
+        step = %step.id,
+        attempt = step.attempt,
+    );
+    run_step_in(engine, step).instrument(span).await
+}
+
+async fn run_step_in(engine: &Arc<Engine>, step: ClaimedStep) -> Result<FinishOutcome, StoreError> {
+    tracing::debug!("step started");
     let version = engine
         .version(step.workspace_id, step.flow_id, step.flow_version)
         .await?;

@@ -678,3 +678,44 @@ fn secret_values_never_reach_the_logs() {
     );
     assert!(!leaks(&logs, SECRET), "a secret reached the logs");
 }
+
+#[test]
+fn json_log_lines_of_a_step_carry_its_workspace_flow_run_and_step() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (workspace, run) = tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            let app = TestApp::sqlite().await;
+            let r = run(
+                &app,
+                "set_variable",
+                json!({"name": "x", "type": "number", "value": 1}),
+                None,
+            )
+            .await;
+            (app.workspace.to_string(), r)
+        })
+    });
+    let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let step_id = run["steps"][0]["id"].as_str().unwrap();
+    let line = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "step started")
+        .expect("a JSON line for the step");
+    let span = &line["span"];
+    assert_eq!(span["name"], "step");
+    assert_eq!(span["workspace"], workspace.as_str());
+    assert_eq!(span["execution"], run["id"]);
+    assert_eq!(span["flow"], run["flowId"]);
+    assert_eq!(span["step"], step_id);
+}
