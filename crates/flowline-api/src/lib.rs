@@ -17,6 +17,7 @@ pub mod flows;
 pub mod health;
 pub mod hooks;
 pub mod members;
+pub mod metrics;
 mod nullable;
 pub mod page;
 mod refs;
@@ -154,8 +155,13 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 pub fn router(state: AppState) -> Router {
     let (api, openapi) = routes();
     api.merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi))
+        .merge(metrics::router())
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count,
+        ))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(panic_response))

@@ -10,6 +10,7 @@
 pub mod backoff;
 pub mod executor;
 pub mod failure;
+pub mod metrics;
 pub mod outbound;
 mod scheduler;
 pub mod secrets;
@@ -76,6 +77,8 @@ pub struct EngineConfig {
     pub hubspot_url: String,
     /// How often finished runs past their retention are pruned.
     pub retention_interval: Duration,
+    /// A bearer token `/metrics` asks for; open when unset.
+    pub metrics_token: Option<String>,
     /// The most steps one run may queue.
     pub step_limit: i32,
 }
@@ -124,6 +127,7 @@ impl Default for EngineConfig {
             email: executor::EmailSettings::default(),
             hubspot_url: "https://api.hubapi.com".into(),
             retention_interval: Duration::from_secs(600),
+            metrics_token: None,
             step_limit: 1_000,
         }
     }
@@ -445,6 +449,80 @@ impl Engine {
     /// The key secrets are sealed with, when one is configured.
     pub fn secret_key(&self) -> Option<&secrets::SecretKey> {
         self.config.secret_key.as_ref()
+    }
+
+    /// The engine's metrics.
+    pub fn metrics(&self) -> &Arc<metrics::Metrics> {
+        self.executors.metrics()
+    }
+
+    /// The metrics text: counters and histograms, with the queues' backlogs and the sandbox
+    /// pool's health read now.
+    pub async fn render_metrics(&self) -> Result<String, StoreError> {
+        use metrics::Gauge;
+        let now = chrono::Utc::now();
+        let depths = self.store.queue_depths().await?;
+        let mut gauges = Vec::new();
+        for queue in flowline_core::status::Queue::ALL {
+            let found = depths.iter().find(|d| d.queue == *queue);
+            gauges.push(Gauge {
+                kind: "gauge",
+                name: "flowline_queue_depth",
+                help: "Steps waiting in the queue, due or not.",
+                labels: vec![("queue", queue.to_string())],
+                value: found.map_or(0.0, |d| d.pending as f64),
+            });
+        }
+        for queue in flowline_core::status::Queue::ALL {
+            let found = depths.iter().find(|d| d.queue == *queue);
+            gauges.push(Gauge {
+                kind: "gauge",
+                name: "flowline_queue_oldest_due_age_seconds",
+                help: "How long the oldest due step of the queue has waited.",
+                labels: vec![("queue", queue.to_string())],
+                value: found.and_then(|d| d.oldest_due).map_or(0.0, |at| {
+                    ((now - at).num_milliseconds().max(0) as f64) / 1000.0
+                }),
+            });
+        }
+        if let Some(pool) = self.sandbox() {
+            let stats = pool.stats();
+            for (event, value) in [
+                ("started", stats.started),
+                ("killed", stats.killed),
+                ("died", stats.died),
+            ] {
+                gauges.push(Gauge {
+                    kind: "counter",
+                    name: "flowline_sandbox_processes_total",
+                    help: "Sandbox processes started, killed by the watchdog, or died on their own.",
+                    labels: vec![("event", event.to_owned())],
+                    value: value as f64,
+                });
+            }
+            gauges.push(Gauge {
+                kind: "gauge",
+                name: "flowline_sandbox_idle_processes",
+                help: "Sandbox processes ready for a script.",
+                labels: Vec::new(),
+                value: stats.idle as f64,
+            });
+            gauges.push(Gauge {
+                kind: "gauge",
+                name: "flowline_sandbox_busy_processes",
+                help: "Sandbox processes running a script.",
+                labels: Vec::new(),
+                value: pool.busy_pids().len() as f64,
+            });
+            gauges.push(Gauge {
+                kind: "gauge",
+                name: "flowline_sandbox_seccomp",
+                help: "1 when sandbox processes run under the seccomp filter.",
+                labels: Vec::new(),
+                value: if pool.seccomp() { 1.0 } else { 0.0 },
+            });
+        }
+        Ok(self.metrics().render(&gauges))
     }
 
     /// The JavaScript sandbox pool.

@@ -154,10 +154,14 @@ pub struct Outbound {
     policy: Arc<OutboundPolicy>,
     /// A dry run's notebook: requests are checked and written down here, never sent.
     recorder: Option<Arc<std::sync::Mutex<Vec<serde_json::Value>>>>,
+    /// Where requests are counted.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// A request to send.
 pub struct OutboundRequest {
+    /// What sends it, for metrics (`run_api_request`, `send_webhook`, `sendgrid`, …).
+    pub kind: &'static str,
     /// Method.
     pub method: Method,
     /// URL, already rendered.
@@ -227,7 +231,14 @@ impl Outbound {
             client,
             policy,
             recorder: None,
+            metrics: None,
         }
+    }
+
+    /// Counts requests into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// A client for a dry run: every request is checked as usual, then written down (secrets
@@ -324,6 +335,27 @@ impl Outbound {
     /// Sends `request`, following up to five redirects (each target checked again; a 303, or a
     /// 301/302 after a POST, continues as GET without a body).
     pub async fn send(
+        &self,
+        request: OutboundRequest,
+        masker: &Masker,
+    ) -> Result<OutboundResponse, Failure> {
+        let kind = request.kind;
+        let result = self.send_counted(request, masker).await;
+        if let Some(metrics) = &self.metrics {
+            let outcome = match &result {
+                Ok(r) => format!("{}xx", r.status.as_u16() / 100),
+                Err(f) => f.error.category.to_string(),
+            };
+            metrics.inc(
+                "flowline_outbound_requests_total",
+                "Outbound requests by kind and outcome (status class, or the failure's category).",
+                &[("kind", kind), ("outcome", &outcome)],
+            );
+        }
+        result
+    }
+
+    async fn send_counted(
         &self,
         request: OutboundRequest,
         masker: &Masker,

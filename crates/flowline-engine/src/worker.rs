@@ -306,10 +306,18 @@ async fn rescue_loop(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
         }
         match engine.store.rescue_expired(500).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(
-                rescued = n,
-                "returned steps with expired leases to their queues"
-            ),
+            Ok(n) => {
+                engine.metrics().add(
+                    "flowline_lease_rescues_total",
+                    "Steps whose lease expired and were returned to their queue (or failed).",
+                    &[],
+                    n,
+                );
+                tracing::info!(
+                    rescued = n,
+                    "returned steps with expired leases to their queues"
+                )
+            }
             Err(error) => tracing::warn!(%error, "rescuing expired leases failed"),
         }
     }
@@ -376,6 +384,7 @@ pub(crate) async fn run_step(
 
 async fn run_step_in(engine: &Arc<Engine>, step: ClaimedStep) -> Result<FinishOutcome, StoreError> {
     tracing::debug!("step started");
+    let began = std::time::Instant::now();
     let version = engine
         .version(step.workspace_id, step.flow_id, step.flow_version)
         .await?;
@@ -397,8 +406,14 @@ async fn run_step_in(engine: &Arc<Engine>, step: ClaimedStep) -> Result<FinishOu
             error: failure.error.clone(),
             next: Next::Fail(failure.error),
         };
+        count(engine, "unknown", &result, began);
         return finish(engine, &step, None, result).await;
     };
+    engine.metrics().inc(
+        "flowline_steps_started_total",
+        "Step attempts started, by action type.",
+        &[("action_type", action.action_type.as_str())],
+    );
     // A script's own deadline is kept by the sandbox (see `RunJavascript`); the step's
     // timeout is only a backstop past the longest deadline, the wait for a sandbox and its
     // watchdog.
@@ -480,6 +495,7 @@ async fn run_step_in(engine: &Arc<Engine>, step: ClaimedStep) -> Result<FinishOu
                                         &mut variables,
                                         output,
                                     );
+                                    count(engine, action.action_type.as_str(), &result, began);
                                     return tx.finish(report(&step, input, result)).await;
                                 }
                                 // Nothing of it is written; the failure is recorded on its own.
@@ -539,7 +555,36 @@ async fn run_step_in(engine: &Arc<Engine>, step: ClaimedStep) -> Result<FinishOu
             )
         }
     };
+    count(engine, action.action_type.as_str(), &result, began);
     finish(engine, &step, input, result).await
+}
+
+/// Counts an attempt's end in the engine's metrics.
+fn count(engine: &Engine, action_type: &str, result: &StepResult, began: std::time::Instant) {
+    let metrics = engine.metrics();
+    let status = match result {
+        StepResult::Completed { .. } => "completed",
+        StepResult::Failed { status, .. } => status.as_str(),
+        StepResult::RetryLater { .. } => "retry",
+    };
+    metrics.inc(
+        "flowline_steps_finished_total",
+        "Step attempts ended, by action type and how (completed, failed, timeout, retry).",
+        &[("action_type", action_type), ("status", status)],
+    );
+    if status == "retry" {
+        metrics.inc(
+            "flowline_step_retries_total",
+            "Step attempts that failed and were scheduled again.",
+            &[("action_type", action_type)],
+        );
+    }
+    metrics.observe(
+        "flowline_step_duration_seconds",
+        "How long step attempts ran, by action type.",
+        &[("action_type", action_type)],
+        began.elapsed().as_secs_f64(),
+    );
 }
 
 /// A successful attempt's report: its variables join the run's, and the next step is chosen

@@ -6,12 +6,12 @@ use flowline_core::action::ActionType;
 use flowline_core::id::{FlowId, WorkspaceId};
 use flowline_store::StoreResult;
 use flowline_store::stats::{
-    ActionStats, ErrorStats, FlowStats, Percentiles, Stats, StatsStore, rate,
+    ActionStats, ErrorStats, FlowStats, Percentiles, QueueDepth, Stats, StatsStore, rate,
 };
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-use crate::backend::{ATTEMPT_MS, StoreImpl, json_text};
+use crate::backend::{ATTEMPT_MS, StoreImpl, db_now, enter_engine_scope, json_text};
 use crate::sql_store::{Access, Tx, commit, corrupt, db_error, now};
 
 /// The steps in scope: the workspace's, created since `$2`, of flow `$3` when given.
@@ -79,6 +79,30 @@ type ActionRow = (String, i64, i64, i64, i64, i64, i64);
 
 #[async_trait]
 impl StatsStore for StoreImpl {
+    async fn queue_depths(&self) -> StoreResult<Vec<QueueDepth>> {
+        let mut tx = self.begin(Access::Read).await?;
+        enter_engine_scope(&mut tx).await?;
+        let at = db_now(&mut tx).await?;
+        let rows: Vec<(String, i64, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "SELECT queue, count(*), min(CASE WHEN run_at <= $1 THEN run_at END) \
+             FROM action_executions WHERE status = 'pending' GROUP BY queue",
+        )
+        .bind(at)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        commit(tx).await?;
+        rows.into_iter()
+            .map(|(queue, pending, oldest_due)| {
+                Ok(QueueDepth {
+                    queue: queue.parse().map_err(|e| corrupt("queue", e))?,
+                    pending,
+                    oldest_due,
+                })
+            })
+            .collect()
+    }
+
     async fn stats(
         &self,
         workspace: WorkspaceId,

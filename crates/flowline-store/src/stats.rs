@@ -97,6 +97,17 @@ pub fn rate(part: i64, whole: i64) -> Option<f64> {
     (whole > 0).then(|| part as f64 / whole as f64)
 }
 
+/// One queue's backlog.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueDepth {
+    /// The queue.
+    pub queue: flowline_core::status::Queue,
+    /// Steps waiting (due or not).
+    pub pending: i64,
+    /// The oldest due step's `run_at`.
+    pub oldest_due: Option<DateTime<Utc>>,
+}
+
 /// The statistics part of the store.
 #[async_trait]
 pub trait StatsStore: Send + Sync {
@@ -107,4 +118,7 @@ pub trait StatsStore: Send + Sync {
         from: DateTime<Utc>,
         flow: Option<FlowId>,
     ) -> StoreResult<Stats>;
+
+    /// Every queue's backlog, across workspaces.
+    async fn queue_depths(&self) -> StoreResult<Vec<QueueDepth>>;
 }

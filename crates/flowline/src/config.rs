@@ -74,6 +74,8 @@ pub struct Config {
     pub webhook_initial_delay_ms: u64,
     /// The longest wait between a webhook's attempts, in milliseconds (default 10 h).
     pub webhook_max_delay_ms: u64,
+    /// A bearer token `/metrics` asks for (open when unset).
+    pub metrics_token: Option<String>,
 }
 
 /// SQLite's `synchronous` pragma.
@@ -128,12 +130,13 @@ impl Default for Config {
             webhook_max_attempts: 8,
             webhook_initial_delay_ms: 5_000,
             webhook_max_delay_ms: 10 * 3_600_000,
+            metrics_token: None,
         }
     }
 }
 
 /// The configuration keys, as `FLOWLINE_<KEY>` variables and TOML keys.
-const CONFIG_KEYS: [&str; 29] = [
+const CONFIG_KEYS: [&str; 30] = [
     "bind",
     "data_dir",
     "database_url",
@@ -163,6 +166,7 @@ const CONFIG_KEYS: [&str; 29] = [
     "webhook_max_attempts",
     "webhook_initial_delay_ms",
     "webhook_max_delay_ms",
+    "metrics_token",
 ];
 
 impl Config {
@@ -306,6 +310,7 @@ impl Config {
                 }),
             },
             hubspot_url: self.hubspot_url.clone(),
+            metrics_token: self.metrics_token.clone(),
             webhook_retry: flowline_engine::backoff::RetryDefaults {
                 max_attempts: self.webhook_max_attempts,
                 initial_delay: std::time::Duration::from_millis(self.webhook_initial_delay_ms),

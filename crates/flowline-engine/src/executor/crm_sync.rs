@@ -185,6 +185,7 @@ impl SyncCrm {
             .outbound
             .send(
                 OutboundRequest {
+                    kind: "crm",
                     method,
                     url,
                     headers: vec![("Authorization".into(), format!("Bearer {token}"))],

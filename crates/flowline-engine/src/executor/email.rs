@@ -238,6 +238,7 @@ impl SendEmail {
             .outbound
             .send(
                 OutboundRequest {
+                    kind: "email",
                     method: Method::POST,
                     url: format!(
                         "{}/v3/mail/send",
@@ -319,6 +320,7 @@ impl SendEmail {
             .outbound
             .send(
                 OutboundRequest {
+                    kind: "email",
                     method: Method::POST,
                     url: format!(
                         "{}/v3/{domain}/messages",

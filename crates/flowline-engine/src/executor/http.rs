@@ -287,6 +287,7 @@ impl RunApiRequest {
             "body": shown_body,
         }));
         let request = OutboundRequest {
+            kind: "run_api_request",
             method,
             url: url.to_string(),
             headers,
@@ -479,6 +480,7 @@ impl SendWebhook {
             "payload": payload,
         }));
         let request = OutboundRequest {
+            kind: "send_webhook",
             method: Method::POST,
             url,
             headers,

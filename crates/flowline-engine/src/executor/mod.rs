@@ -181,6 +181,7 @@ pub enum Runner {
 pub struct Executors {
     by_type: HashMap<ActionType, Runner>,
     sandbox: Option<Arc<flowline_sandbox::pool::SandboxPool>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Executors {
@@ -197,7 +198,8 @@ impl Executors {
             .clone()
             .unwrap_or_else(sandbox_program);
         let pool = flowline_sandbox::pool::SandboxPool::new(program, config.sandbox_pool_size);
-        let outbound = crate::outbound::Outbound::new(config.outbound.clone());
+        let outbound = crate::outbound::Outbound::new(config.outbound.clone())
+            .with_metrics(executors.metrics.clone());
         executors.register(
             ActionType::RunApiRequest,
             Arc::new(RunApiRequest::new(outbound.clone())),
@@ -248,6 +250,11 @@ impl Executors {
         executor: Arc<dyn InternalExecutor>,
     ) {
         self.by_type.insert(action_type, Runner::Internal(executor));
+    }
+
+    /// The metrics the executors (and the engine) count into.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// The JavaScript sandbox pool, when these executors have one.

@@ -13,6 +13,7 @@ mod fake;
 mod flows;
 mod isolation;
 mod javascript;
+mod metrics;
 mod outbound;
 mod retention;
 mod stats;
