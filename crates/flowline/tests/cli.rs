@@ -9,7 +9,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{BIN, pg_admin_url, serve};
+use common::{BIN, Proc, pg_admin_url, serve};
 
 /// A `flowline` command in `dir`, with no inherited Flowline settings.
 fn flowline(dir: &Path, database_url: Option<&str>) -> Command {
@@ -307,4 +307,108 @@ fn the_key_file_is_made_once_private_and_a_wrong_key_stops_the_start() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("32 bytes"));
+}
+
+fn call(method: reqwest::Method, base: &str, path: &str, token: &str, body: Value) -> Value {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap_or(Value::Null)
+    })
+}
+
+#[test]
+fn json_log_lines_of_a_step_carry_its_workspace_flow_run_and_step() {
+    use reqwest::Method;
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("flowline.log");
+    let mut command = flowline(dir.path(), None);
+    command
+        .env("FLOWLINE_LOG_FORMAT", "json")
+        .env("FLOWLINE_LOG", "info,flowline_engine=debug")
+        .args(["serve", "--bind", "127.0.0.1:0"]);
+    let (mut server, lines) = Proc::spawn_logging(
+        command,
+        "Flowline listening on ",
+        std::process::Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let token = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("Owner token (shown once, store it now): "))
+        .unwrap()
+        .to_owned();
+    let base = lines
+        .last()
+        .and_then(|l| l.strip_prefix("Flowline listening on "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let flow = call(
+        Method::POST,
+        &base,
+        "/api/flows",
+        &token,
+        json!({"name": "logs", "graph": {"nodes": [{"id": "n", "position": {"x": 0, "y": 0}}], "edges": []}}),
+    );
+    let flow = flow["id"].as_str().unwrap().to_owned();
+    call(
+        Method::POST,
+        &base,
+        &format!("/api/actions/flows/{flow}"),
+        &token,
+        json!({"nodeId": "n", "actionType": "set_variable", "actionConfig": {"name": "x", "type": "number", "value": 1}}),
+    );
+    call(
+        Method::POST,
+        &base,
+        &format!("/api/flows/{flow}/publish"),
+        &token,
+        json!({}),
+    );
+    let run = call(
+        Method::POST,
+        &base,
+        &format!("/api/flows/{flow}/executions"),
+        &token,
+        json!({}),
+    );
+    let run = run["id"].as_str().unwrap().to_owned();
+    // Asks for the run until it has completed (each answer is a round trip to the server).
+    let mut detail = Value::Null;
+    for _ in 0..20_000 {
+        detail = get(&base, &format!("/api/executions/{run}"), &token).1;
+        if detail["status"] == "completed" {
+            break;
+        }
+    }
+    assert_eq!(detail["status"], "completed");
+    let _ = server.signal("-TERM");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let step = detail["steps"][0]["id"].as_str().unwrap();
+    let line = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "step started" && l["span"]["step"] == step)
+        .unwrap_or_else(|| panic!("a JSON line for the step in:\n{text}"));
+    let span = &line["span"];
+    assert_eq!(span["name"], "step");
+    assert_eq!(span["execution"], run.as_str());
+    assert_eq!(span["flow"], flow.as_str());
+    assert_eq!(span["workspace"], detail["workspaceId"]);
+    assert!(!text.contains(&token), "the owner token is not logged");
 }

@@ -24,10 +24,15 @@ pub struct Proc(Option<Child>);
 impl Proc {
     /// Spawns `command` and returns once it printed a line starting with `ready`, with the
     /// lines it printed up to and including that one.
-    pub fn spawn(mut command: Command, ready: &str) -> (Proc, Vec<String>) {
+    pub fn spawn(command: Command, ready: &str) -> (Proc, Vec<String>) {
+        Self::spawn_logging(command, ready, Stdio::null())
+    }
+
+    /// As [`Proc::spawn`], with the process's log lines (stderr) sent to `stderr`.
+    pub fn spawn_logging(mut command: Command, ready: &str, stderr: Stdio) -> (Proc, Vec<String>) {
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn flowline");
         let stdout = child.stdout.take().expect("piped stdout");
