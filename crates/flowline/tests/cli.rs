@@ -412,3 +412,115 @@ fn json_log_lines_of_a_step_carry_its_workspace_flow_run_and_step() {
     assert_eq!(span["workspace"], detail["workspaceId"]);
     assert!(!text.contains(&token), "the owner token is not logged");
 }
+
+/// A peer on 127.0.0.1 that answers every request `500` with `body`; its base URL.
+fn echoing_peer(body: String) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut buffer = [0u8; 8192];
+            let _ = stream.read(&mut buffer);
+            let reply = format!(
+                "HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\nx-echo: {body}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    url
+}
+
+#[test]
+fn secret_values_never_reach_the_logs_even_when_a_peer_echoes_them() {
+    use base64::Engine as _;
+    use reqwest::Method;
+    use serde_json::json;
+    const SECRET: &str = "sk_live_log_7hQ2pL9xZ4vB8nM3";
+    let b64 = base64::engine::general_purpose::STANDARD.encode(SECRET);
+    let peer = echoing_peer(format!("your token {SECRET} ({b64}) is wrong"));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("flowline.log");
+    let mut command = flowline(dir.path(), None);
+    command
+        .env("FLOWLINE_LOG", "trace,hyper=info,h2=info")
+        .env("FLOWLINE_OUTBOUND_ALLOW", "127.0.0.1/32")
+        .args(["serve", "--bind", "127.0.0.1:0"]);
+    let (mut server, lines) = Proc::spawn_logging(
+        command,
+        "Flowline listening on ",
+        std::process::Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let token = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("Owner token (shown once, store it now): "))
+        .unwrap()
+        .to_owned();
+    let base = lines
+        .last()
+        .and_then(|l| l.strip_prefix("Flowline listening on "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    call(
+        Method::PUT,
+        &base,
+        "/api/secrets/api_token",
+        &token,
+        json!({"value": SECRET}),
+    );
+    let flow = call(
+        Method::POST,
+        &base,
+        "/api/flows",
+        &token,
+        json!({"name": "echo", "graph": {"nodes": [{"id": "n", "position": {"x": 0, "y": 0}}], "edges": []}}),
+    );
+    let flow = flow["id"].as_str().unwrap().to_owned();
+    call(
+        Method::POST,
+        &base,
+        &format!("/api/actions/flows/{flow}"),
+        &token,
+        json!({"nodeId": "n", "actionType": "run_api_request", "retry": {"maxAttempts": 1},
+               "actionConfig": {"url": format!("{peer}/x?key={{{{ secrets.api_token }}}}"),
+                                "authentication": {"type": "bearer", "token": "{{ secrets.api_token }}"}}}),
+    );
+    call(
+        Method::POST,
+        &base,
+        &format!("/api/flows/{flow}/publish"),
+        &token,
+        json!({}),
+    );
+    let run = call(
+        Method::POST,
+        &base,
+        &format!("/api/flows/{flow}/executions"),
+        &token,
+        json!({}),
+    );
+    let run = run["id"].as_str().unwrap().to_owned();
+    let mut detail = Value::Null;
+    for _ in 0..20_000 {
+        detail = get(&base, &format!("/api/executions/{run}"), &token).1;
+        if detail["status"] == "failed" {
+            break;
+        }
+    }
+    assert_eq!(detail["status"], "failed");
+    assert_eq!(detail["steps"][0]["error"]["category"], "upstream");
+    let _ = server.signal("-TERM");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.len() > 1000,
+        "the server logged at trace level: {} bytes",
+        text.len()
+    );
+    for form in [SECRET.to_owned(), b64.trim_end_matches('=').to_owned()] {
+        assert!(!text.contains(&form), "a secret reached the logs");
+        assert!(!detail.to_string().contains(&form));
+    }
+}
