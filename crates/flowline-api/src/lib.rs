@@ -11,6 +11,7 @@ pub mod auth;
 pub mod contacts;
 pub mod crm;
 pub mod error;
+pub mod events;
 pub mod executions;
 pub mod extract;
 pub mod flows;
@@ -117,6 +118,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(crm::router())
         .merge(secrets::router())
         .merge(stats::router())
+        .merge(events::router())
         .merge(workspace::router())
         .merge(executions::router())
         .merge(hooks::router())

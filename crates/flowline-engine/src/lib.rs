@@ -436,6 +436,11 @@ impl Engine {
     pub async fn prune(&self) -> Result<u64, StoreError> {
         let mut pruned = 0;
         for _ in 0..20 {
+            if self.store.prune_events(5_000).await? < 5_000 {
+                break;
+            }
+        }
+        for _ in 0..20 {
             let n = self.store.prune_finished(500).await?;
             pruned += n;
             if n < 500 {

@@ -29,6 +29,14 @@ pub(crate) const ATTEMPT_MS: &str =
 pub(crate) const RETENTION_EXPIRED: &str =
     "e.finished_at < now() - make_interval(days => w.retention_days)";
 
+/// Events whose writing transactions, and every earlier one, have ended (SQLite's one writer
+/// commits in id order: all of them).
+pub(crate) const EVENTS_SETTLED: &str =
+    "AND xact < pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+
+/// Events older than a day, which a resuming stream no longer needs.
+pub(crate) const EVENTS_EXPIRED: &str = "created_at < now() - interval '1 day'";
+
 /// A JSON column's text field, as SQL.
 pub(crate) fn json_text(column: &str, key: &str) -> String {
     format!("({column} ->> '{key}')")

@@ -179,9 +179,7 @@ async fn the_engine_scope_sees_the_queue_and_nothing_else() {
         "flow_versions",
         "members",
         "api_tokens",
-        "workspaces",
         "audit_log",
-        "secrets",
         "contacts",
     ] {
         let n: i64 =
@@ -202,6 +200,23 @@ async fn the_engine_scope_sees_the_queue_and_nothing_else() {
         .await
         .unwrap();
     assert_eq!(renamed.rows_affected(), 0);
+    // Workspaces are readable (retention reads each one's) but not writable in this scope; so
+    // are sealed secrets (the start-up key check), empty here.
+    let workspaces: i64 = sqlx::query_scalar("SELECT count(*) FROM workspaces")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(workspaces, 2);
+    let renamed = sqlx::query("UPDATE workspaces SET name = 'x'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(renamed.rows_affected(), 0);
+    let wiped = sqlx::query("DELETE FROM secrets")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(wiped.rows_affected(), 0);
     // The run and step tables are readable across workspaces in this scope (empty here).
     let steps: i64 = sqlx::query_scalar("SELECT count(*) FROM action_executions")
         .fetch_one(&mut *tx)

@@ -38,6 +38,14 @@ pub(crate) const ATTEMPT_MS: &str = "((CAST(strftime('%s', a.finished_at) AS INT
 pub(crate) const RETENTION_EXPIRED: &str =
     "julianday(e.finished_at) < julianday('now') - w.retention_days";
 
+/// Events whose writing transactions, and every earlier one, have ended (SQLite's one writer
+/// commits in id order: all of them).
+pub(crate) const EVENTS_SETTLED: &str = "";
+
+/// Events older than a day, which a resuming stream no longer needs.
+pub(crate) const EVENTS_EXPIRED: &str =
+    "created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 day')";
+
 /// A JSON column's text field, as SQL.
 pub(crate) fn json_text(column: &str, key: &str) -> String {
     format!("json_extract({column}, '$.{key}')")

@@ -8,7 +8,7 @@ use flowline_store::tenancy::{Actor, Workspace};
 use flowline_store::{StoreError, StoreResult};
 use sqlx::AssertSqlSafe;
 
-use crate::backend::{RETENTION_EXPIRED, StoreImpl, enter_engine_scope};
+use crate::backend::{EVENTS_EXPIRED, RETENTION_EXPIRED, StoreImpl, enter_engine_scope};
 use crate::sql_store::{Access, audit, commit, db_error, entry, snapshot};
 
 #[async_trait]
@@ -55,6 +55,21 @@ impl RetentionStore for StoreImpl {
         .await?;
         commit(tx).await?;
         Ok(after)
+    }
+
+    async fn prune_events(&self, limit: u32) -> StoreResult<u64> {
+        let mut tx = self.begin(Access::Write).await?;
+        enter_engine_scope(&mut tx).await?;
+        let pruned = sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE {EVENTS_EXPIRED} ORDER BY id LIMIT $1)"
+        )))
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+        commit(tx).await?;
+        Ok(pruned)
     }
 
     async fn prune_finished(&self, limit: u32) -> StoreResult<u64> {

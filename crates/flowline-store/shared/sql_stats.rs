@@ -6,12 +6,15 @@ use flowline_core::action::ActionType;
 use flowline_core::id::{FlowId, WorkspaceId};
 use flowline_store::StoreResult;
 use flowline_store::stats::{
-    ActionStats, ErrorStats, FlowStats, Percentiles, QueueDepth, Stats, StatsStore, rate,
+    ActionStats, ErrorStats, EventCursor, FlowStats, Percentiles, QueueDepth, RunEvent, Stats,
+    StatsStore, rate,
 };
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-use crate::backend::{ATTEMPT_MS, StoreImpl, db_now, enter_engine_scope, json_text};
+use crate::backend::{
+    ATTEMPT_MS, EVENTS_SETTLED, StoreImpl, db_now, enter_engine_scope, json_text,
+};
 use crate::sql_store::{Access, Tx, commit, corrupt, db_error, now};
 
 /// The steps in scope: the workspace's, created since `$2`, of flow `$3` when given.
@@ -79,6 +82,82 @@ type ActionRow = (String, i64, i64, i64, i64, i64, i64);
 
 #[async_trait]
 impl StatsStore for StoreImpl {
+    async fn events_after(
+        &self,
+        workspace: WorkspaceId,
+        after: EventCursor,
+        flow: Option<FlowId>,
+        execution: Option<flowline_core::id::ExecutionId>,
+        limit: u32,
+    ) -> StoreResult<Vec<RunEvent>> {
+        type Row = (
+            i64,
+            i64,
+            String,
+            Uuid,
+            Uuid,
+            Option<Uuid>,
+            Option<String>,
+            Option<i32>,
+            String,
+            DateTime<Utc>,
+        );
+        let mut tx = self.scoped(workspace, Access::Read).await?;
+        let rows: Vec<Row> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT xact, id, kind, flow_id, execution_id, step_id, action_type, attempt, status, created_at \
+             FROM events WHERE workspace_id = $1 AND (xact > $2 OR (xact = $2 AND id > $3)) \
+             AND ($4 IS NULL OR flow_id = $4) AND ($5 IS NULL OR execution_id = $5) {EVENTS_SETTLED} \
+             ORDER BY xact, id LIMIT $6"
+        )))
+        .bind(workspace.0)
+        .bind(after.xact)
+        .bind(after.seq)
+        .bind(flow.map(|f| f.0))
+        .bind(execution.map(|e| e.0))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        commit(tx).await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(xact, seq, kind, flow, execution, step, action_type, attempt, status, at)| {
+                    RunEvent {
+                        id: EventCursor { xact, seq }.to_string(),
+                        kind: format!("{kind}.status"),
+                        flow_id: flow.into(),
+                        execution_id: execution.into(),
+                        step_id: step.map(Into::into),
+                        action_type,
+                        attempt,
+                        status,
+                        at,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    async fn latest_event(&self, workspace: WorkspaceId) -> StoreResult<EventCursor> {
+        let mut tx = self.scoped(workspace, Access::Read).await?;
+        let row: Option<(i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT xact, id FROM events WHERE workspace_id = $1 {EVENTS_SETTLED} \
+             ORDER BY xact DESC, id DESC LIMIT 1"
+        )))
+        .bind(workspace.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        commit(tx).await?;
+        Ok(
+            row.map_or_else(EventCursor::default, |(xact, seq)| EventCursor {
+                xact,
+                seq,
+            }),
+        )
+    }
+
     async fn queue_depths(&self) -> StoreResult<Vec<QueueDepth>> {
         let mut tx = self.begin(Access::Read).await?;
         enter_engine_scope(&mut tx).await?;

@@ -21,4 +21,7 @@ pub trait RetentionStore: Send + Sync {
     /// Deletes up to `limit` finished runs (with their steps, attempts and variables) older
     /// than their workspace's retention, oldest first, across workspaces; returns how many.
     async fn prune_finished(&self, limit: u32) -> StoreResult<u64>;
+
+    /// Deletes up to `limit` run events older than a day; returns how many.
+    async fn prune_events(&self, limit: u32) -> StoreResult<u64>;
 }

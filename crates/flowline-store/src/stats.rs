@@ -108,6 +108,58 @@ pub struct QueueDepth {
     pub oldest_due: Option<DateTime<Utc>>,
 }
 
+/// A position in a workspace's event stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventCursor {
+    /// The writing transaction (0 on SQLite).
+    pub xact: i64,
+    /// The event's sequence number.
+    pub seq: i64,
+}
+
+impl EventCursor {
+    /// `<xact>-<seq>`, as events carry it.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (xact, seq) = text.trim().split_once('-')?;
+        Some(Self {
+            xact: xact.parse().ok()?,
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for EventCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.xact, self.seq)
+    }
+}
+
+/// A status change of a run or one of its steps.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunEvent {
+    /// Its position in the workspace's stream (`<transaction>-<sequence>`): resume after it
+    /// with `Last-Event-ID`.
+    pub id: String,
+    /// `execution.status` or `step.status`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The flow.
+    pub flow_id: FlowId,
+    /// The run.
+    pub execution_id: flowline_core::id::ExecutionId,
+    /// The step, for step events.
+    pub step_id: Option<flowline_core::id::StepId>,
+    /// The step's action type.
+    pub action_type: Option<String>,
+    /// The step's attempt.
+    pub attempt: Option<i32>,
+    /// The new status.
+    pub status: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
 /// The statistics part of the store.
 #[async_trait]
 pub trait StatsStore: Send + Sync {
@@ -121,4 +173,18 @@ pub trait StatsStore: Send + Sync {
 
     /// Every queue's backlog, across workspaces.
     async fn queue_depths(&self) -> StoreResult<Vec<QueueDepth>>;
+
+    /// The workspace's run events after `after`, in order, optionally of one flow or run; only
+    /// events whose transactions (and every earlier one) have committed, so none is skipped.
+    async fn events_after(
+        &self,
+        workspace: WorkspaceId,
+        after: EventCursor,
+        flow: Option<FlowId>,
+        execution: Option<flowline_core::id::ExecutionId>,
+        limit: u32,
+    ) -> StoreResult<Vec<RunEvent>>;
+
+    /// The position after the workspace's newest settled event (where "from now on" starts).
+    async fn latest_event(&self, workspace: WorkspaceId) -> StoreResult<EventCursor>;
 }

@@ -8,6 +8,7 @@ mod auth;
 mod bad_input;
 mod crm;
 mod docs;
+mod events;
 mod executions;
 mod fake;
 mod flows;

@@ -1,0 +1,216 @@
+//! `GET /api/events`: status changes as Server-Sent Events, resumable without gaps, filtered,
+//! workspace-scoped, and fed by every process sharing the database.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use crate::api_test;
+use crate::support::TestApp;
+
+/// One SSE frame: a data event, or a comment (heartbeat).
+#[derive(Debug)]
+enum Frame {
+    Event {
+        id: String,
+        kind: String,
+        data: Value,
+    },
+    Comment(String),
+}
+
+struct Stream {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl Stream {
+    async fn open(
+        app: &TestApp,
+        token: &str,
+        query: &str,
+        last: Option<&str>,
+    ) -> Result<Self, u16> {
+        let mut request = reqwest::Client::new()
+            .get(format!("{}/api/events?heartbeatMs=300{query}", app.base))
+            .bearer_auth(token);
+        if let Some(last) = last {
+            request = request.header("Last-Event-ID", last);
+        }
+        let response = request.send().await.unwrap();
+        if response.status() != 200 {
+            return Err(response.status().as_u16());
+        }
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Ok(Self {
+            body: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        })
+    }
+
+    async fn frame(&mut self) -> Frame {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let raw: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut kind, mut data, mut comment) =
+                    (String::new(), String::new(), String::new(), None);
+                for line in raw.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        kind = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    } else if let Some(v) = line.strip_prefix(':') {
+                        comment = Some(v.trim().to_owned());
+                    }
+                }
+                if data.is_empty() {
+                    return Frame::Comment(comment.unwrap_or_default());
+                }
+                return Frame::Event {
+                    id,
+                    kind,
+                    data: serde_json::from_str(&data).unwrap(),
+                };
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(30), self.body.next())
+                .await
+                .expect("a frame within 30 s")
+                .expect("the stream is open")
+                .unwrap();
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Events until (and with) `run`'s `execution.status` event `completed`.
+    async fn until_completed(&mut self, run: &str) -> Vec<(String, Value)> {
+        let mut events = Vec::new();
+        loop {
+            if let Frame::Event { id, kind, data } = self.frame().await {
+                assert_eq!(data["type"], kind);
+                assert_eq!(data["id"], id);
+                let done = kind == "execution.status"
+                    && data["executionId"] == run
+                    && data["status"] == "completed";
+                events.push((id, data));
+                if done {
+                    return events;
+                }
+            }
+        }
+    }
+}
+
+async fn two_step_flow(app: &TestApp) -> String {
+    let flow = app
+        .post("/api/flows", &app.owner, json!({"name": "e", "graph": {"nodes": [{"id": "n", "position": {"x": 0, "y": 0}}], "edges": []}}))
+        .await
+        .expect(201);
+    let flow = flow["id"].as_str().unwrap().to_owned();
+    for name in ["a", "b"] {
+        app.post(&format!("/api/actions/flows/{flow}"), &app.owner,
+            json!({"nodeId": "n", "actionType": "set_variable", "actionConfig": {"name": name, "type": "number", "value": 1}}))
+            .await
+            .expect(201);
+    }
+    app.post(&format!("/api/flows/{flow}/publish"), &app.owner, json!({}))
+        .await
+        .expect(200);
+    flow
+}
+
+async fn start(app: &TestApp, flow: &str) -> String {
+    let run = app
+        .post(
+            &format!("/api/flows/{flow}/executions"),
+            &app.owner,
+            json!({}),
+        )
+        .await
+        .expect(202);
+    run["id"].as_str().unwrap().to_owned()
+}
+
+fn key(id: &str) -> (i64, i64) {
+    let (a, b) = id.split_once('-').unwrap();
+    (a.parse().unwrap(), b.parse().unwrap())
+}
+
+api_test! {
+    async fn status_changes_stream_in_order_resume_without_gaps_and_stay_in_their_workspace(app: TestApp) {
+        let flow = two_step_flow(&app).await;
+        let mut all = Stream::open(&app, &app.owner, "", None).await.unwrap();
+        let run = start(&app, &flow).await;
+        app.engine.drain().await.unwrap();
+        let events = all.until_completed(&run).await;
+        let ids: Vec<(i64, i64)> = events.iter().map(|(id, _)| key(id)).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order: {ids:?}");
+        let steps: Vec<(String, String)> = events
+            .iter()
+            .filter(|(_, e)| e["type"] == "step.status")
+            .map(|(_, e)| (e["stepId"].as_str().unwrap().to_owned(), e["status"].as_str().unwrap().to_owned()))
+            .collect();
+        let detail = app.get(&format!("/api/executions/{run}"), &app.owner).await.expect(200);
+        for step in detail["steps"].as_array().unwrap() {
+            let seen: Vec<&str> = steps.iter().filter(|(id, _)| id == step["id"].as_str().unwrap()).map(|(_, s)| s.as_str()).collect();
+            assert_eq!(seen, vec!["pending", "running", "completed"], "{step}");
+        }
+        let runs: Vec<&str> = events.iter().filter(|(_, e)| e["type"] == "execution.status").map(|(_, e)| e["status"].as_str().unwrap()).collect();
+        assert_eq!(runs.first(), Some(&"pending"));
+        assert_eq!(runs.last(), Some(&"completed"));
+        assert_eq!(events[0].1["flowId"], flow.as_str());
+
+        // Resumed after the third event: exactly the rest, nothing missed.
+        let mut resumed = Stream::open(&app, &app.owner, "", Some(&events[2].0)).await.unwrap();
+        let rest = resumed.until_completed(&run).await;
+        assert_eq!(rest.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+                   events[3..].iter().map(|(id, _)| id.clone()).collect::<Vec<_>>());
+        // The same through the query string.
+        let mut again = Stream::open(&app, &app.owner, &format!("&lastEventId={}", events[2].0), None).await.unwrap();
+        assert_eq!(again.until_completed(&run).await.len(), rest.len());
+
+        // Filtered to one run: another run's events never show.
+        let other_flow = two_step_flow(&app).await;
+        let other_run = start(&app, &other_flow).await;
+        let mut one = Stream::open(&app, &app.owner, &format!("&executionId={run}"), Some("0-0")).await.unwrap();
+        app.engine.drain().await.unwrap();
+        let only = one.until_completed(&run).await;
+        assert_eq!(only.len(), events.len());
+        assert!(only.iter().all(|(_, e)| e["executionId"] == run.as_str()));
+        let mut by_flow = Stream::open(&app, &app.owner, &format!("&flowId={other_flow}"), Some("0-0")).await.unwrap();
+        let theirs = by_flow.until_completed(&other_run).await;
+        assert!(theirs.iter().all(|(_, e)| e["flowId"] == other_flow.as_str()));
+
+        // Another workspace, reading from the very start, sees heartbeats and nothing else.
+        let (_, other) = app.other_workspace().await;
+        let mut foreign = Stream::open(&app, &other, "", Some("0-0")).await.unwrap();
+        match foreign.frame().await {
+            Frame::Comment(text) => assert_eq!(text, "heartbeat"),
+            Frame::Event { data, .. } => panic!("another workspace saw {data}"),
+        }
+        match foreign.frame().await {
+            Frame::Comment(_) => {}
+            Frame::Event { data, .. } => panic!("another workspace saw {data}"),
+        }
+
+        // Bad input.
+        assert_eq!(Stream::open(&app, &app.owner, "", Some("garbage")).await.err(), Some(400));
+        assert_eq!(Stream::open(&app, &app.owner, "&heartbeatMs=5", None).await.err(), Some(400));
+        assert_eq!(Stream::open(&app, &app.owner, &format!("&executionId={flow}"), None).await.err(), Some(404));
+        assert_eq!(Stream::open(&app, &other, &format!("&flowId={flow}"), None).await.err(), Some(404));
+
+        // On PostgreSQL, a run executed by another engine with its own connections (as another
+        // process would) streams here too.
+        if let Some(url) = &app.pg_url {
+            let store = flowline_store_postgres::PgStore::connect(&flowline_store_postgres::PgSettings::new(url.clone())).await.unwrap();
+            let elsewhere = flowline_engine::Engine::new(std::sync::Arc::new(store), flowline_engine::EngineConfig::default());
+            let mut live = Stream::open(&app, &app.owner, "", None).await.unwrap();
+            let third = start(&app, &flow).await;
+            elsewhere.drain().await.unwrap();
+            let seen = live.until_completed(&third).await;
+            assert!(seen.iter().any(|(_, e)| e["type"] == "step.status" && e["status"] == "completed"));
+        }
+    }
+}
