@@ -331,21 +331,17 @@ fn call(method: reqwest::Method, base: &str, path: &str, token: &str, body: Valu
     })
 }
 
-#[test]
-fn json_log_lines_of_a_step_carry_its_workspace_flow_run_and_step() {
-    use reqwest::Method;
-    use serde_json::json;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("flowline.log");
-    let mut command = flowline(dir.path(), None);
+/// `flowline serve` on the SQLite default in `dir`, with `env`, its log lines written to `log`:
+/// the process, its base URL and the owner token.
+fn serve_logging(dir: &Path, env: &[(&str, &str)], log: &Path) -> (Proc, String, String) {
+    let mut command = flowline(dir, None);
     command
-        .env("FLOWLINE_LOG_FORMAT", "json")
-        .env("FLOWLINE_LOG", "info,flowline_engine=debug")
+        .envs(env.iter().copied())
         .args(["serve", "--bind", "127.0.0.1:0"]);
-    let (mut server, lines) = Proc::spawn_logging(
+    let (server, lines) = Proc::spawn_logging(
         command,
         "Flowline listening on ",
-        std::process::Stdio::from(std::fs::File::create(&log).unwrap()),
+        std::process::Stdio::from(std::fs::File::create(log).unwrap()),
     );
     let token = lines
         .iter()
@@ -358,44 +354,70 @@ fn json_log_lines_of_a_step_carry_its_workspace_flow_run_and_step() {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap()
         .to_owned();
+    (server, base, token)
+}
+
+/// Publishes a one-action flow, runs it, and asks for the run until it has ended (each answer
+/// is a round trip to the server); returns the flow's id and the run.
+fn run_one(base: &str, token: &str, action: Value) -> (String, Value) {
+    use reqwest::Method;
+    use serde_json::json;
     let flow = call(
         Method::POST,
-        &base,
+        base,
         "/api/flows",
-        &token,
-        json!({"name": "logs", "graph": {"nodes": [{"id": "n", "position": {"x": 0, "y": 0}}], "edges": []}}),
+        token,
+        json!({"name": "one", "graph": {"nodes": [{"id": "n", "position": {"x": 0, "y": 0}}], "edges": []}}),
     );
     let flow = flow["id"].as_str().unwrap().to_owned();
+    let mut body = action;
+    body["nodeId"] = json!("n");
     call(
         Method::POST,
-        &base,
+        base,
         &format!("/api/actions/flows/{flow}"),
-        &token,
-        json!({"nodeId": "n", "actionType": "set_variable", "actionConfig": {"name": "x", "type": "number", "value": 1}}),
+        token,
+        body,
     );
     call(
         Method::POST,
-        &base,
+        base,
         &format!("/api/flows/{flow}/publish"),
-        &token,
+        token,
         json!({}),
     );
     let run = call(
         Method::POST,
-        &base,
+        base,
         &format!("/api/flows/{flow}/executions"),
-        &token,
+        token,
         json!({}),
     );
     let run = run["id"].as_str().unwrap().to_owned();
-    // Asks for the run until it has completed (each answer is a round trip to the server).
-    let mut detail = Value::Null;
     for _ in 0..20_000 {
-        detail = get(&base, &format!("/api/executions/{run}"), &token).1;
-        if detail["status"] == "completed" {
-            break;
+        let detail = get(base, &format!("/api/executions/{run}"), token).1;
+        if detail["status"] == "completed" || detail["status"] == "failed" {
+            return (flow, detail);
         }
     }
+    panic!("run {run} did not end");
+}
+
+#[test]
+fn json_log_lines_of_a_step_carry_its_workspace_flow_run_and_step() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("flowline.log");
+    let env = [
+        ("FLOWLINE_LOG_FORMAT", "json"),
+        ("FLOWLINE_LOG", "info,flowline_engine=debug"),
+    ];
+    let (mut server, base, token) = serve_logging(dir.path(), &env, &log);
+    let (flow, detail) = run_one(
+        &base,
+        &token,
+        json!({"actionType": "set_variable", "actionConfig": {"name": "x", "type": "number", "value": 1}}),
+    );
     assert_eq!(detail["status"], "completed");
     let _ = server.signal("-TERM");
     let text = std::fs::read_to_string(&log).unwrap();
@@ -407,7 +429,7 @@ fn json_log_lines_of_a_step_carry_its_workspace_flow_run_and_step() {
         .unwrap_or_else(|| panic!("a JSON line for the step in:\n{text}"));
     let span = &line["span"];
     assert_eq!(span["name"], "step");
-    assert_eq!(span["execution"], run.as_str());
+    assert_eq!(span["execution"], detail["id"]);
     assert_eq!(span["flow"], flow.as_str());
     assert_eq!(span["workspace"], detail["workspaceId"]);
     assert!(!text.contains(&token), "the owner token is not logged");
@@ -443,27 +465,11 @@ fn secret_values_never_reach_the_logs_even_when_a_peer_echoes_them() {
     let peer = echoing_peer(format!("your token {SECRET} ({b64}) is wrong"));
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("flowline.log");
-    let mut command = flowline(dir.path(), None);
-    command
-        .env("FLOWLINE_LOG", "trace,hyper=info,h2=info")
-        .env("FLOWLINE_OUTBOUND_ALLOW", "127.0.0.1/32")
-        .args(["serve", "--bind", "127.0.0.1:0"]);
-    let (mut server, lines) = Proc::spawn_logging(
-        command,
-        "Flowline listening on ",
-        std::process::Stdio::from(std::fs::File::create(&log).unwrap()),
-    );
-    let token = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("Owner token (shown once, store it now): "))
-        .unwrap()
-        .to_owned();
-    let base = lines
-        .last()
-        .and_then(|l| l.strip_prefix("Flowline listening on "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .to_owned();
+    let env = [
+        ("FLOWLINE_LOG", "trace,hyper=info,h2=info"),
+        ("FLOWLINE_OUTBOUND_ALLOW", "127.0.0.1/32"),
+    ];
+    let (mut server, base, token) = serve_logging(dir.path(), &env, &log);
     call(
         Method::PUT,
         &base,
@@ -471,45 +477,13 @@ fn secret_values_never_reach_the_logs_even_when_a_peer_echoes_them() {
         &token,
         json!({"value": SECRET}),
     );
-    let flow = call(
-        Method::POST,
+    let (_, detail) = run_one(
         &base,
-        "/api/flows",
         &token,
-        json!({"name": "echo", "graph": {"nodes": [{"id": "n", "position": {"x": 0, "y": 0}}], "edges": []}}),
+        json!({"actionType": "run_api_request", "retry": {"maxAttempts": 1},
+        "actionConfig": {"url": format!("{peer}/x?key={{{{ secrets.api_token }}}}"),
+                         "authentication": {"type": "bearer", "token": "{{ secrets.api_token }}"}}}),
     );
-    let flow = flow["id"].as_str().unwrap().to_owned();
-    call(
-        Method::POST,
-        &base,
-        &format!("/api/actions/flows/{flow}"),
-        &token,
-        json!({"nodeId": "n", "actionType": "run_api_request", "retry": {"maxAttempts": 1},
-               "actionConfig": {"url": format!("{peer}/x?key={{{{ secrets.api_token }}}}"),
-                                "authentication": {"type": "bearer", "token": "{{ secrets.api_token }}"}}}),
-    );
-    call(
-        Method::POST,
-        &base,
-        &format!("/api/flows/{flow}/publish"),
-        &token,
-        json!({}),
-    );
-    let run = call(
-        Method::POST,
-        &base,
-        &format!("/api/flows/{flow}/executions"),
-        &token,
-        json!({}),
-    );
-    let run = run["id"].as_str().unwrap().to_owned();
-    let mut detail = Value::Null;
-    for _ in 0..20_000 {
-        detail = get(&base, &format!("/api/executions/{run}"), &token).1;
-        if detail["status"] == "failed" {
-            break;
-        }
-    }
     assert_eq!(detail["status"], "failed");
     assert_eq!(detail["steps"][0]["error"]["category"], "upstream");
     let _ = server.signal("-TERM");

@@ -9,20 +9,15 @@ use std::time::Duration;
 
 use flowline_core::action::ActionType;
 use flowline_core::status::TriggerKind;
-use flowline_core::token::ClearToken;
 use flowline_engine::{Engine, EngineConfig, StartRun};
-use flowline_store::Store;
 use flowline_store::crm::{NewAgent, NewContact, RunPlanner};
-use flowline_store::flow::{NewAction, NewFlow};
-use flowline_store::tenancy::{Actor, NewWorkspace};
-use flowline_store_postgres::PgStore;
-use flowline_store_postgres::scratch::ScratchDatabase;
+use flowline_store::tenancy::Actor;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 
 mod common;
 
-use common::{BIN, Proc, pg_admin_url, serve};
+use common::{BIN, Proc, count, pg_workspace, published_flow, serve, wait_for, worker};
 
 /// The actions each run takes, in order.
 fn actions(board: &str) -> Vec<(ActionType, Value)> {
@@ -38,36 +33,6 @@ fn actions(board: &str) -> Vec<(ActionType, Value)> {
             json!({"name": "agent", "type": "string", "value": "{{ contact.assignedAgentId }}"}),
         ),
     ]
-}
-
-fn worker(url: &str) -> Proc {
-    let mut command = Command::new(BIN);
-    command
-        .arg("worker")
-        .env("DATABASE_URL", url)
-        .env("FLOWLINE_LEASE_MS", "1500")
-        .env("FLOWLINE_LOG", "warn")
-        .env_remove("FLOWLINE_DATA_DIR");
-    Proc::spawn(command, "Flowline worker").0
-}
-
-async fn scalar(conn: &mut PgConnection, sql: &'static str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
-}
-
-/// Waits, woken by the workers' NOTIFYs (or every half second), until `done` says so.
-async fn wait_for(url: &str, what: &str, mut done: impl AsyncFnMut(&mut PgConnection) -> bool) {
-    let mut conn = PgConnection::connect(url).await.unwrap();
-    let mut listener = sqlx::postgres::PgListener::connect(url).await.unwrap();
-    listener.listen("flowline_work").await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
-    while !done(&mut conn).await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        let _ = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await;
-    }
 }
 
 /// Connections of process `pid` inside a transaction that has locked a contact row for a step
@@ -141,22 +106,8 @@ async fn three_workers_assign_a_thousand_contacts_round_robin_exactly_once_throu
 {
     const RUNS: usize = 1000;
     const AGENTS: usize = 4;
-    let db = ScratchDatabase::create(&pg_admin_url()).await.unwrap();
-    PgStore::migrate(&db.settings()).await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(PgStore::connect(&db.settings()).await.unwrap());
+    let (db, store, w) = pg_workspace().await;
     let actor = Actor::system("test");
-    let w = store
-        .create_workspace(NewWorkspace {
-            name: "Acme".into(),
-            owner_name: "Owner".into(),
-            token_name: "t".into(),
-            token_hash: ClearToken::generate().hash(),
-            actor: actor.clone(),
-        })
-        .await
-        .unwrap()
-        .workspace
-        .id;
     let engine = Engine::new(store.clone(), EngineConfig::default());
     let planner: Arc<dyn RunPlanner> = engine.clone();
     for i in 0..AGENTS {
@@ -172,38 +123,7 @@ async fn three_workers_assign_a_thousand_contacts_round_robin_exactly_once_throu
         .create_board(w, &actor, "Sales".into(), vec!["New".into(), "Won".into()])
         .await
         .unwrap();
-    let graph =
-        serde_json::from_value(json!({"nodes": [{"id": "n", "position": {"x": 0, "y": 0}}]}))
-            .unwrap();
-    let flow = store
-        .create_flow(
-            w,
-            &actor,
-            NewFlow {
-                name: "qualify".into(),
-                description: None,
-                graph,
-                schedule: None,
-                triggers: Vec::new(),
-            },
-        )
-        .await
-        .unwrap();
-    for (action_type, action_config) in actions(&board.id.to_string()) {
-        let action = NewAction {
-            flow_id: flow.id,
-            node_id: "n".into(),
-            action_type,
-            action_config,
-            name: None,
-            position: None,
-            enabled: true,
-            retry: None,
-            timeout_ms: None,
-        };
-        store.create_action(w, &actor, action).await.unwrap();
-    }
-    store.publish_flow(w, &actor, flow.id).await.unwrap();
+    let flow = published_flow(&*store, w, "qualify", actions(&board.id.to_string())).await;
     for i in 0..RUNS {
         let contact = NewContact {
             name: Some(format!("Contact {i}")),
@@ -243,7 +163,7 @@ async fn three_workers_assign_a_thousand_contacts_round_robin_exactly_once_throu
     }
     let _ = workers[0].signal("-KILL");
     wait_for(db.url(), "every run", async |c| {
-        scalar(
+        count(
             c,
             "SELECT count(*) FROM flow_executions WHERE status IN ('completed', 'failed')",
         )
@@ -274,7 +194,7 @@ async fn three_workers_assign_a_thousand_contacts_round_robin_exactly_once_throu
         "round-robin is even across processes: {per_agent:?}"
     );
     assert!(
-        scalar(
+        count(
             &mut c,
             "SELECT count(*) FROM action_attempts a JOIN action_executions s ON s.id = a.action_execution_id \
              WHERE a.outcome = 'worker_lost' AND s.action_type <> 'set_variable'"
@@ -283,7 +203,7 @@ async fn three_workers_assign_a_thousand_contacts_round_robin_exactly_once_throu
             >= 1,
         "the killed worker's step was rescued and redone"
     );
-    let wrong_variable = scalar(
+    let wrong_variable = count(
         &mut c,
         "SELECT count(*) FROM action_variables v JOIN flow_executions e ON e.id = v.flow_execution_id \
          JOIN contacts k ON k.id = e.contact_id WHERE v.value #>> '{}' <> k.assigned_agent_id::text",

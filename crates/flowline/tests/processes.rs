@@ -3,50 +3,16 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
-use std::time::Duration;
 
 use flowline_core::action::ActionType;
 use flowline_core::status::TriggerKind;
-use flowline_core::token::ClearToken;
 use flowline_engine::{Engine, EngineConfig, StartRun};
-use flowline_store::Store;
-use flowline_store::flow::{NewAction, NewFlow};
-use flowline_store::tenancy::{Actor, NewWorkspace};
-use flowline_store_postgres::PgStore;
-use flowline_store_postgres::scratch::ScratchDatabase;
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 
 mod common;
 
-use common::{BIN, Proc, pg_admin_url, serve};
-
-fn worker(url: &str) -> Proc {
-    let mut command = Command::new(BIN);
-    command
-        .arg("worker")
-        .env("DATABASE_URL", url)
-        .env("FLOWLINE_LEASE_MS", "1500")
-        .env("FLOWLINE_LOG", "warn")
-        .env_remove("FLOWLINE_DATA_DIR");
-    Proc::spawn(command, "Flowline worker").0
-}
-
-/// Waits, woken by the workers' NOTIFYs (or every half second), until `done` says so.
-async fn wait_for(url: &str, what: &str, mut done: impl AsyncFnMut(&mut PgConnection) -> bool) {
-    let mut conn = PgConnection::connect(url).await.unwrap();
-    let mut listener = sqlx::postgres::PgListener::connect(url).await.unwrap();
-    listener.listen("flowline_work").await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    while !done(&mut conn).await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        let _ = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await;
-    }
-}
+use common::{BIN, Proc, count, pg_workspace, published_flow, serve, wait_for, worker};
 
 /// Running steps whose lease owner matches `holder` (a `LIKE` pattern).
 async fn held_by(conn: &mut PgConnection, holder: &str) -> i64 {
@@ -59,63 +25,21 @@ async fn held_by(conn: &mut PgConnection, holder: &str) -> i64 {
     .unwrap()
 }
 
-async fn count(conn: &mut PgConnection, sql: &'static str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_run_two_thousand_steps_exactly_once_through_a_sigkill_and_dropped_connections()
  {
     const RUNS: usize = 200;
     const STEPS: usize = 10;
-    let db = ScratchDatabase::create(&pg_admin_url()).await.unwrap();
-    PgStore::migrate(&db.settings()).await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(PgStore::connect(&db.settings()).await.unwrap());
-    let actor = Actor::system("test");
-    let created = store
-        .create_workspace(NewWorkspace {
-            name: "Acme".into(),
-            owner_name: "Owner".into(),
-            token_name: "t".into(),
-            token_hash: ClearToken::generate().hash(),
-            actor: actor.clone(),
+    let (db, store, w) = pg_workspace().await;
+    let actions = (0..STEPS)
+        .map(|i| {
+            (
+                ActionType::SetVariable,
+                json!({"name": format!("v{i}"), "type": "number", "value": format!("{{{{ trigger.run * 100 + {i} }}}}")}),
+            )
         })
-        .await
-        .unwrap();
-    let w = created.workspace.id;
-    let graph =
-        serde_json::from_value(json!({"nodes": [{"id": "n", "position": {"x": 0, "y": 0}}]}))
-            .unwrap();
-    let flow = store
-        .create_flow(
-            w,
-            &actor,
-            NewFlow {
-                name: "chain".into(),
-                description: None,
-                graph,
-                schedule: None,
-                triggers: Vec::new(),
-            },
-        )
-        .await
-        .unwrap();
-    for i in 0..STEPS {
-        let config = json!({"name": format!("v{i}"), "type": "number", "value": format!("{{{{ trigger.run * 100 + {i} }}}}")});
-        let action = NewAction {
-            flow_id: flow.id,
-            node_id: "n".into(),
-            action_type: ActionType::SetVariable,
-            action_config: config,
-            name: None,
-            position: None,
-            enabled: true,
-            retry: None,
-            timeout_ms: None,
-        };
-        store.create_action(w, &actor, action).await.unwrap();
-    }
-    store.publish_flow(w, &actor, flow.id).await.unwrap();
+        .collect();
+    let flow = published_flow(&*store, w, "chain", actions).await;
     let engine = Engine::new(store.clone(), EngineConfig::default());
     for run in 0..RUNS {
         let start = StartRun {

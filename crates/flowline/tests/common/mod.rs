@@ -116,3 +116,119 @@ pub fn serve(mut command: Command) -> (Proc, String, Option<String>) {
         .to_owned();
     (proc, base, token)
 }
+
+/// A `flowline worker` on the PostgreSQL database at `url`, with short leases.
+pub fn worker(url: &str) -> Proc {
+    let mut command = Command::new(BIN);
+    command
+        .arg("worker")
+        .env("DATABASE_URL", url)
+        .env("FLOWLINE_LEASE_MS", "1500")
+        .env("FLOWLINE_LOG", "warn")
+        .env_remove("FLOWLINE_DATA_DIR");
+    Proc::spawn(command, "Flowline worker").0
+}
+
+/// A fresh PostgreSQL database, migrated, with one workspace: the database (dropped with it),
+/// a store over it, and the workspace.
+pub async fn pg_workspace() -> (
+    flowline_store_postgres::scratch::ScratchDatabase,
+    std::sync::Arc<dyn flowline_store::Store>,
+    flowline_core::id::WorkspaceId,
+) {
+    use flowline_store_postgres::PgStore;
+    let db = flowline_store_postgres::scratch::ScratchDatabase::create(&pg_admin_url())
+        .await
+        .unwrap();
+    PgStore::migrate(&db.settings()).await.unwrap();
+    let store: std::sync::Arc<dyn flowline_store::Store> =
+        std::sync::Arc::new(PgStore::connect(&db.settings()).await.unwrap());
+    let workspace = store
+        .create_workspace(flowline_store::tenancy::NewWorkspace {
+            name: "Acme".into(),
+            owner_name: "Owner".into(),
+            token_name: "t".into(),
+            token_hash: flowline_core::token::ClearToken::generate().hash(),
+            actor: flowline_store::tenancy::Actor::system("test"),
+        })
+        .await
+        .unwrap()
+        .workspace
+        .id;
+    (db, store, workspace)
+}
+
+/// Creates and publishes a flow whose one node `n` runs `actions` in order.
+pub async fn published_flow(
+    store: &dyn flowline_store::Store,
+    workspace: flowline_core::id::WorkspaceId,
+    name: &str,
+    actions: Vec<(flowline_core::action::ActionType, serde_json::Value)>,
+) -> flowline_store::flow::Flow {
+    use flowline_store::flow::{NewAction, NewFlow};
+    let actor = flowline_store::tenancy::Actor::system("test");
+    let graph = serde_json::from_value(
+        serde_json::json!({"nodes": [{"id": "n", "position": {"x": 0, "y": 0}}]}),
+    )
+    .unwrap();
+    let flow = store
+        .create_flow(
+            workspace,
+            &actor,
+            NewFlow {
+                name: name.into(),
+                description: None,
+                graph,
+                schedule: None,
+                triggers: Vec::new(),
+            },
+        )
+        .await
+        .unwrap();
+    for (action_type, action_config) in actions {
+        let action = NewAction {
+            flow_id: flow.id,
+            node_id: "n".into(),
+            action_type,
+            action_config,
+            name: None,
+            position: None,
+            enabled: true,
+            retry: None,
+            timeout_ms: None,
+        };
+        store
+            .create_action(workspace, &actor, action)
+            .await
+            .unwrap();
+    }
+    store
+        .publish_flow(workspace, &actor, flow.id)
+        .await
+        .unwrap()
+}
+
+/// Waits, woken by the workers' NOTIFYs (or every half second), until `done` says so.
+pub async fn wait_for(
+    url: &str,
+    what: &str,
+    mut done: impl AsyncFnMut(&mut sqlx::PgConnection) -> bool,
+) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect(url).await.unwrap();
+    listener.listen("flowline_work").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    while !done(&mut conn).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await;
+    }
+}
+
+/// One number from `sql`.
+pub async fn count(conn: &mut sqlx::PgConnection, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
+}
