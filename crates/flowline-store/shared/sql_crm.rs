@@ -2008,20 +2008,8 @@ impl CrmStore for StoreImpl {
     ) -> StoreResult<()> {
         let mut tx = self.scoped(workspace, Access::Write).await?;
         let before = fetch_tag(&mut tx, workspace, id).await?;
-        let used: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM contact_tags WHERE workspace_id = $1 AND tag_id = $2",
-        )
-        .bind(workspace.0)
-        .bind(id.0)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        sqlx::query("DELETE FROM tags WHERE workspace_id = $1 AND id = $2")
-            .bind(workspace.0)
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        let used = count_where(&mut tx, workspace, "contact_tags", "tag_id", id.0).await?;
+        delete_row(&mut tx, workspace, "tags", id.0).await?;
         let mut gone = snapshot(&before);
         if let Some(Value::Object(map)) = &mut gone {
             map.insert("detachedFromContacts".into(), json!(used));
@@ -2154,26 +2142,14 @@ impl CrmStore for StoreImpl {
     ) -> StoreResult<()> {
         let mut tx = self.scoped(workspace, Access::Write).await?;
         let before = fetch_agent(&mut tx, workspace, id).await?;
-        let history: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM assignments WHERE workspace_id = $1 AND agent_id = $2",
-        )
-        .bind(workspace.0)
-        .bind(id.0)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_error)?;
+        let history = count_where(&mut tx, workspace, "assignments", "agent_id", id.0).await?;
         if history > 0 {
             return Err(StoreError::Conflict(format!(
                 "agent `{}` has {history} assignment(s) in its history: deactivate it instead (`active: false`)",
                 before.name
             )));
         }
-        sqlx::query("DELETE FROM agents WHERE workspace_id = $1 AND id = $2")
-            .bind(workspace.0)
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        delete_row(&mut tx, workspace, "agents", id.0).await?;
         audit(
             &mut tx,
             workspace,
@@ -2309,26 +2285,15 @@ impl CrmStore for StoreImpl {
     ) -> StoreResult<()> {
         let mut tx = self.scoped(workspace, Access::Write).await?;
         let before = fetch_campaign(&mut tx, workspace, id).await?;
-        let subscribers: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM subscriptions WHERE workspace_id = $1 AND campaign_id = $2",
-        )
-        .bind(workspace.0)
-        .bind(id.0)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_error)?;
+        let subscribers =
+            count_where(&mut tx, workspace, "subscriptions", "campaign_id", id.0).await?;
         if subscribers > 0 {
             return Err(StoreError::Conflict(format!(
                 "campaign `{}` has {subscribers} subscription(s): archive it instead (`status: archived`)",
                 before.name
             )));
         }
-        sqlx::query("DELETE FROM campaigns WHERE workspace_id = $1 AND id = $2")
-            .bind(workspace.0)
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        delete_row(&mut tx, workspace, "campaigns", id.0).await?;
         audit(
             &mut tx,
             workspace,
@@ -2523,26 +2488,16 @@ impl CrmStore for StoreImpl {
                 }
             }
             for dropped in before.columns.iter().filter(|c| !seen.contains(&c.id)) {
-                let cards: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM board_cards WHERE workspace_id = $1 AND column_id = $2",
-                )
-                .bind(workspace.0)
-                .bind(dropped.id.0)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db_error)?;
+                let cards =
+                    count_where(&mut tx, workspace, "board_cards", "column_id", dropped.id.0)
+                        .await?;
                 if cards > 0 {
                     return Err(StoreError::Conflict(format!(
                         "column `{}` holds {cards} contact(s): move them to another column first",
                         dropped.name
                     )));
                 }
-                sqlx::query("DELETE FROM board_columns WHERE workspace_id = $1 AND id = $2")
-                    .bind(workspace.0)
-                    .bind(dropped.id.0)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
+                delete_row(&mut tx, workspace, "board_columns", dropped.id.0).await?;
             }
             for (position, spec) in columns.iter().enumerate() {
                 match spec.id {
@@ -2615,12 +2570,7 @@ impl CrmStore for StoreImpl {
             .await
             .map_err(db_error)?;
         }
-        sqlx::query("DELETE FROM boards WHERE workspace_id = $1 AND id = $2")
-            .bind(workspace.0)
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        delete_row(&mut tx, workspace, "boards", id.0).await?;
         audit(
             &mut tx,
             workspace,
@@ -2768,6 +2718,42 @@ impl CrmStore for StoreImpl {
         commit(tx).await?;
         Ok(detail)
     }
+}
+
+/// How many of the workspace's rows of `table` have `column` = `id`.
+async fn count_where(
+    tx: &mut Tx,
+    workspace: WorkspaceId,
+    table: &'static str,
+    column: &'static str,
+    id: Uuid,
+) -> StoreResult<i64> {
+    sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT count(*) FROM {table} WHERE workspace_id = $1 AND {column} = $2"
+    )))
+    .bind(workspace.0)
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db_error)
+}
+
+/// Deletes the workspace's row `id` of `table`.
+async fn delete_row(
+    tx: &mut Tx,
+    workspace: WorkspaceId,
+    table: &'static str,
+    id: Uuid,
+) -> StoreResult<()> {
+    sqlx::query(AssertSqlSafe(format!(
+        "DELETE FROM {table} WHERE workspace_id = $1 AND id = $2"
+    )))
+    .bind(workspace.0)
+    .bind(id)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(())
 }
 
 async fn insert_column(

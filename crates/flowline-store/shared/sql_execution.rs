@@ -628,18 +628,7 @@ pub(crate) async fn contact_executions(
     contact: flowline_core::id::ContactId,
     page: PageRequest,
 ) -> StoreResult<Page<Execution>> {
-    let rows = sqlx::query_as::<_, ExecutionRow>(AssertSqlSafe(format!(
-        "SELECT {EXECUTION_COLUMNS} FROM flow_executions WHERE workspace_id = $1 AND contact_id = $2 \
-         AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
-    )))
-    .bind(workspace.0)
-    .bind(contact.0)
-    .bind(page.cursor)
-    .bind(page.fetch_limit())
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(db_error)?;
-    page_of(rows, &page, |e: &Execution| e.id.0)
+    executions_where(tx, workspace, "contact_id", contact.0, page).await
 }
 
 pub(crate) async fn list_executions(
@@ -649,12 +638,23 @@ pub(crate) async fn list_executions(
     page: PageRequest,
 ) -> StoreResult<Page<Execution>> {
     fetch_flow(tx, workspace, flow, false).await?;
+    executions_where(tx, workspace, "flow_id", flow.0, page).await
+}
+
+/// A page of the workspace's runs whose `column` (`flow_id` or `contact_id`) is `id`.
+async fn executions_where(
+    tx: &mut Tx,
+    workspace: WorkspaceId,
+    column: &'static str,
+    id: Uuid,
+    page: PageRequest,
+) -> StoreResult<Page<Execution>> {
     let rows = sqlx::query_as::<_, ExecutionRow>(AssertSqlSafe(format!(
-        "SELECT {EXECUTION_COLUMNS} FROM flow_executions WHERE workspace_id = $1 AND flow_id = $2 \
+        "SELECT {EXECUTION_COLUMNS} FROM flow_executions WHERE workspace_id = $1 AND {column} = $2 \
          AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
     )))
     .bind(workspace.0)
-    .bind(flow.0)
+    .bind(id)
     .bind(page.cursor)
     .bind(page.fetch_limit())
     .fetch_all(&mut **tx)
