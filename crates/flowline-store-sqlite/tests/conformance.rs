@@ -18,3 +18,18 @@ async fn fresh() -> Fresh {
 }
 
 conformance_suite!(fresh);
+
+/// SQLite is built with its query planner stability guarantee (`.cargo/config.toml`): without
+/// it, a statement with a bound `LIMIT`, like every claim, is parsed anew each time it runs.
+#[tokio::test]
+async fn sqlite_is_built_with_a_stable_query_planner() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&SqliteSettings::new(dir.path().join("flowline.db")))
+        .await
+        .expect("open");
+    let used: i64 = sqlx::query_scalar("SELECT sqlite_compileoption_used('ENABLE_QPSG')")
+        .fetch_one(store.pool())
+        .await
+        .expect("compile options");
+    assert_eq!(used, 1);
+}
