@@ -54,7 +54,7 @@ struct Cursor {
     execution: Option<ExecutionId>,
     last: EventCursor,
     ready: VecDeque<RunEvent>,
-    wake: tokio::sync::watch::Receiver<u64>,
+    wake: tokio::sync::watch::Receiver<flowline_store::execution::WorkSignal>,
 }
 
 /// Run (`execution.status`) and step (`step.status`) status changes of the workspace, as they

@@ -43,7 +43,8 @@ pub struct EngineConfig {
     pub concurrency: HashMap<Queue, usize>,
     /// Steps claimed per claim.
     pub claim_batch: u32,
-    /// Steps of one workspace per claim, so a busy workspace cannot starve the others.
+    /// A workspace's smallest share of a claim when several have due steps; claims take the
+    /// workspaces' oldest steps round-robin, so a busy workspace cannot starve the others.
     pub per_workspace_batch: u32,
     /// How long a lease lasts unless renewed.
     pub lease: Duration,

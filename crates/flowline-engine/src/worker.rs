@@ -151,19 +151,27 @@ async fn queue_loop(
     // While busy, claim only once a quarter of the slots is free: claims of one step at a time
     // would always take the oldest step, whichever workspace it is, and undo the fair ranking.
     let refill = (limit / 4).max(1);
+    // Whether the queue may hold due steps not claimed yet: after a full claim, a signal for
+    // this queue, or the slow poll. A claim that came back short clears it, so steps ending
+    // with nothing queued, and work for other queues, do not send this loop to claim in vain.
+    let mut more = true;
+    let mut seen = work.borrow_and_update().of(queue);
     loop {
         if *shutdown.borrow() {
             break;
         }
         while tasks.try_join_next().is_some() {}
         let free = permits.available_permits();
-        if free >= refill || free == limit {
+        if more && (free >= refill || free == limit) {
             let batch = engine.config.claim_batch.min(free as u32);
-            match engine
+            // Read before claiming: work signalled while the claim runs is claimed next time.
+            seen = work.borrow_and_update().of(queue);
+            let claimed = engine
                 .store
                 .claim_steps(&claim_params(&engine, queue, batch))
-                .await
-            {
+                .await;
+            more = claimed.as_ref().map_or(true, |c| c.len() as u32 >= batch);
+            match claimed {
                 Ok(claimed) if !claimed.is_empty() => {
                     for step in claimed {
                         let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -201,8 +209,12 @@ async fn queue_loop(
             }
         }
         tokio::select! {
-            _ = work.changed() => {}
-            _ = tokio::time::sleep(engine.config.poll_interval) => {}
+            changed = work.changed() => {
+                if changed.is_err() || work.borrow_and_update().of(queue) != seen {
+                    more = true;
+                }
+            }
+            _ = tokio::time::sleep(engine.config.poll_interval) => more = true,
             _ = stopping(&mut shutdown) => {}
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use flowline_store::execution::{ClaimParams, ClaimedStep, FinishOutcome, FinishStep};
+use flowline_core::status::Queue;
+use flowline_store::execution::{ClaimParams, ClaimedStep, FinishOutcome, FinishStep, WorkSignal};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -72,8 +73,9 @@ impl PgSettings {
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
-    work: Arc<watch::Sender<u64>>,
-    outbox: Arc<watch::Sender<u64>>,
+    work: Arc<watch::Sender<WorkSignal>>,
+    /// This process's work signals not yet told to the others.
+    outbox: Arc<watch::Sender<WorkSignal>>,
     finisher: tokio::sync::mpsc::Sender<crate::finisher::Report>,
 }
 
@@ -121,8 +123,8 @@ impl PgStore {
         tokio::spawn(crate::finisher::run(pool.clone(), reports));
         Ok(Self {
             pool,
-            work: Arc::new(watch::Sender::new(0)),
-            outbox: Arc::new(watch::Sender::new(0)),
+            work: Arc::new(watch::Sender::new(WorkSignal::default())),
+            outbox: Arc::new(watch::Sender::new(WorkSignal::default())),
             finisher,
         })
     }
@@ -132,15 +134,15 @@ impl PgStore {
         &self.pool
     }
 
-    pub(crate) fn work_signal(&self) -> &watch::Sender<u64> {
+    pub(crate) fn work_signal(&self) -> &watch::Sender<WorkSignal> {
         &self.work
     }
 
     /// Marks that other processes should hear of new work; `relay_wakeups` sends one NOTIFY
     /// for however many marks piled up meanwhile, outside the enqueuing transactions, so no
     /// step's commit waits on NOTIFY's global lock.
-    pub(crate) fn signal_other_processes(&self) {
-        self.outbox.send_modify(|n| *n = n.wrapping_add(1));
+    pub(crate) fn signal_other_processes(&self, queue: Option<Queue>) {
+        self.outbox.send_modify(|signal| signal.bump(queue));
     }
 
     /// Records a step's end through the finisher's next group commit.
@@ -217,7 +219,9 @@ pub(crate) async fn enter_engine_scope(tx: &mut Tx) -> StoreResult<()> {
 /// Claims due steps: the few oldest due steps of each workspace with pending work (found one
 /// index seek per workspace, not by scanning the backlog), ranked round-robin across workspaces,
 /// then locked with `FOR UPDATE SKIP LOCKED` so concurrent workers never wait for each other or
-/// share a step.
+/// share a step. Each workspace offers its share of four batches' worth of candidates (at least
+/// `per_workspace_limit`): a lone busy workspace fills whole batches, and workers of several
+/// processes that skip each other's locked candidates still find enough left to claim.
 pub(crate) async fn claim(tx: &mut Tx, params: &ClaimParams) -> StoreResult<Vec<ClaimedStep>> {
     let at = db_now(tx).await?;
     let expires =
@@ -231,11 +235,14 @@ pub(crate) async fn claim(tx: &mut Tx, params: &ClaimParams) -> StoreResult<Vec<
                      WHERE status = 'pending' AND queue = $1 AND workspace_id > workspaces.ws \
                      ORDER BY workspace_id LIMIT 1) \
              FROM workspaces WHERE workspaces.ws IS NOT NULL), \
+         share(n) AS ( \
+             SELECT GREATEST($3, ($4 * 4 + GREATEST(COUNT(*), 1) - 1) / GREATEST(COUNT(*), 1)) \
+             FROM workspaces WHERE ws IS NOT NULL), \
          oldest AS ( \
              SELECT b.id, b.workspace_id, b.run_at FROM workspaces w CROSS JOIN LATERAL ( \
                  SELECT id, workspace_id, run_at FROM action_executions \
                  WHERE status = 'pending' AND queue = $1 AND workspace_id = w.ws AND run_at <= $2 \
-                 ORDER BY run_at, id LIMIT $3) b \
+                 ORDER BY run_at, id LIMIT (SELECT n FROM share)) b \
              WHERE w.ws IS NOT NULL), \
          candidates AS ( \
              SELECT id, rank, run_at FROM (SELECT id, run_at, row_number() OVER (PARTITION BY workspace_id ORDER BY run_at, id) AS rank \
@@ -268,6 +275,7 @@ pub(crate) async fn claim(tx: &mut Tx, params: &ClaimParams) -> StoreResult<Vec<
 /// the next signal, and workers' slow poll covers the gap).
 pub(crate) async fn relay_wakeups(store: &PgStore, mut shutdown: watch::Receiver<bool>) {
     let mut outbox = store.outbox.subscribe();
+    let mut told = *outbox.borrow_and_update();
     let mut listener = loop {
         let attempt = async {
             let mut listener = sqlx::postgres::PgListener::connect_with(&store.pool).await?;
@@ -292,15 +300,27 @@ pub(crate) async fn relay_wakeups(store: &PgStore, mut shutdown: watch::Receiver
                 if changed.is_err() {
                     break;
                 }
-                if let Err(error) = sqlx::query("SELECT pg_notify($1, '')").bind(WORK_CHANNEL).execute(&store.pool).await {
+                // The payload names the queues given work since the last NOTIFY.
+                let now = *outbox.borrow_and_update();
+                let queues: Vec<&str> = now.changed_since(&told).iter().map(|q| q.as_str()).collect();
+                told = now;
+                if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)").bind(WORK_CHANNEL).bind(queues.join(",")).execute(&store.pool).await {
                     tracing::warn!(%error, "could not NOTIFY other processes of work");
                 }
             }
             received = listener.try_recv() => match received {
-                Ok(Some(_)) => store.work.send_modify(|n| *n = n.wrapping_add(1)),
+                Ok(Some(notification)) => store.work.send_modify(|signal| {
+                    let named: Vec<Queue> = notification.payload().split(',').filter_map(|q| q.parse().ok()).collect();
+                    if named.is_empty() {
+                        signal.bump(None);
+                    }
+                    for queue in named {
+                        signal.bump(Some(queue));
+                    }
+                }),
                 // The connection dropped; try_recv reconnects on the next call. Wake workers in
                 // case a signal was lost meanwhile.
-                Ok(None) => store.work.send_modify(|n| *n = n.wrapping_add(1)),
+                Ok(None) => store.work.send_modify(|signal| signal.bump(None)),
                 Err(error) => {
                     tracing::warn!(%error, "listening for work failed; retrying");
                     tokio::select! {

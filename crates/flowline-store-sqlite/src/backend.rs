@@ -16,7 +16,8 @@ use flowline_store::{StoreError, StoreResult};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use flowline_store::execution::{ClaimParams, ClaimedStep, FinishOutcome, FinishStep};
+use flowline_core::status::Queue;
+use flowline_store::execution::{ClaimParams, ClaimedStep, FinishOutcome, FinishStep, WorkSignal};
 
 use crate::writer::{Job, gone};
 
@@ -84,7 +85,7 @@ impl SqliteSettings {
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    work: Arc<watch::Sender<u64>>,
+    work: Arc<watch::Sender<WorkSignal>>,
     writer: mpsc::Sender<Job>,
     /// Write transactions of this process waiting for SQLite's lock outside the writer task;
     /// the writer lets them in between its batches.
@@ -160,7 +161,7 @@ impl SqliteStore {
         started.await.map_err(|_| crate::writer::gone())??;
         Ok(Self {
             pool,
-            work: Arc::new(watch::Sender::new(0)),
+            work: Arc::new(watch::Sender::new(WorkSignal::default())),
             writer,
             waiting_writers,
             gate,
@@ -200,7 +201,7 @@ impl SqliteStore {
         answer.await.map_err(|_| gone())?
     }
 
-    pub(crate) fn work_signal(&self) -> &watch::Sender<u64> {
+    pub(crate) fn work_signal(&self) -> &watch::Sender<WorkSignal> {
         &self.work
     }
 
@@ -210,7 +211,7 @@ impl SqliteStore {
     }
 
     /// One process owns a SQLite file: there is nobody else to tell.
-    pub(crate) fn signal_other_processes(&self) {}
+    pub(crate) fn signal_other_processes(&self, _queue: Option<Queue>) {}
 
     pub(crate) async fn begin(&self, access: Access) -> StoreResult<Tx> {
         match access {
@@ -250,7 +251,8 @@ pub(crate) async fn enter_engine_scope(_tx: &mut Tx) -> StoreResult<()> {
 /// turn (round-robin by rank) so a busy workspace cannot starve a quiet one. The workspaces with
 /// pending steps are walked through the `(queue, workspace_id, run_at)` index one seek each, and
 /// only their few oldest due steps are ranked: the cost follows the number of workspaces, not
-/// the size of the backlog.
+/// the size of the backlog. Each workspace offers its fair share of the batch, and at least
+/// `per_workspace_limit` steps, so one busy workspace alone still fills a whole batch.
 pub(crate) async fn claim(tx: &mut Tx, params: &ClaimParams) -> StoreResult<Vec<ClaimedStep>> {
     let at = now();
     let expires =
@@ -267,10 +269,13 @@ pub(crate) async fn claim(tx: &mut Tx, params: &ClaimParams) -> StoreResult<Vec<
                          WHERE status = 'pending' AND queue = $5 AND workspace_id > workspaces.ws \
                          ORDER BY workspace_id LIMIT 1) \
                  FROM workspaces WHERE workspaces.ws IS NOT NULL), \
+             share(n) AS ( \
+                 SELECT MAX($6, ($7 + MAX(COUNT(*), 1) - 1) / MAX(COUNT(*), 1)) FROM workspaces WHERE ws IS NOT NULL), \
              oldest AS ( \
                  SELECT a.id, a.workspace_id, a.run_at FROM workspaces w JOIN action_executions a \
                  ON a.id IN (SELECT b.id FROM action_executions b WHERE b.status = 'pending' AND b.queue = $5 \
-                             AND b.workspace_id = w.ws AND b.run_at <= $4 ORDER BY b.run_at, b.id LIMIT $6) \
+                             AND b.workspace_id = w.ws AND b.run_at <= $4 ORDER BY b.run_at, b.id \
+                             LIMIT (SELECT n FROM share)) \
                  WHERE w.ws IS NOT NULL) \
              SELECT id FROM (SELECT id, run_at, ROW_NUMBER() OVER (PARTITION BY workspace_id ORDER BY run_at, id) AS rank \
                              FROM oldest) \

@@ -46,6 +46,7 @@ macro_rules! conformance_suite {
             an_expired_lease_is_rescued_and_its_old_holder_is_refused,
             a_lost_step_with_no_attempts_left_fails_its_run,
             claims_are_fair_across_workspaces,
+            a_lone_workspace_fills_the_batch,
             heartbeats_report_lost_leases_and_cancelled_runs,
             a_retry_later_waits_for_its_time,
             a_lost_step_of_a_cancelled_run_is_not_requeued,

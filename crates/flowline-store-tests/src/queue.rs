@@ -318,10 +318,42 @@ pub async fn claims_are_fair_across_workspaces(store: &dyn Store) {
         first.iter().any(|s| s.execution_id == single.id),
         "the quiet workspace's step is in the first batch"
     );
-    assert!(
-        first.iter().filter(|s| s.workspace_id == busy).count() <= 10,
-        "per-workspace share"
-    );
+    // Ranked round-robin: each workspace's oldest step comes before any workspace's second, so
+    // even a claim of two takes the quiet workspace's step.
+    store
+        .claim_steps(&claim(200, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let quieter = run(store, quiet, &quiet_flow, 3).await;
+    let two = store
+        .claim_steps(&claim(2, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(two.len(), 2);
+    assert!(two.iter().any(|s| s.execution_id == quieter.id));
+}
+
+/// A workspace that is alone with due steps fills whole batches, not only its minimum share.
+pub async fn a_lone_workspace_fills_the_batch(store: &dyn Store) {
+    let (w, flow) = published(store, "alone").await;
+    for _ in 0..120 {
+        run(store, w, &flow, 3).await;
+    }
+    let first = store
+        .claim_steps(&claim(50, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 50);
+    let second = store
+        .claim_steps(&claim(50, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 50);
+    let third = store
+        .claim_steps(&claim(50, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(third.len(), 20);
 }
 
 /// Heartbeats extend live leases and report the lost and the cancelled.

@@ -26,9 +26,7 @@ use flowline_store::crm::{
     CrmStore, Moved, NewAgent, NewContact, RunPlanner, StepTransaction, Subscribed, Subscription,
     Tag, TagAdded,
 };
-use flowline_store::execution::{
-    Execution, FinishOutcome, FinishStep, NewExecution, Next, StepError, StepResult,
-};
+use flowline_store::execution::{Execution, FinishOutcome, FinishStep, NewExecution, StepError};
 use flowline_store::page::{Page, PageRequest};
 use flowline_store::tenancy::Actor;
 use flowline_store::{StoreError, StoreResult};
@@ -1497,16 +1495,7 @@ impl StepTransaction for SqlStepTx {
             queued,
             ..
         } = *self;
-        let queues_more = matches!(
-            &params.result,
-            StepResult::Completed {
-                next: Next::Step(_),
-                ..
-            } | StepResult::Failed {
-                next: Next::Step(_),
-                ..
-            } | StepResult::RetryLater { .. }
-        );
+        let queues_more = params.result.queues_work();
         let outcome = sql_execution::finish_step(&mut tx, &params).await?;
         if outcome != FinishOutcome::Applied {
             // The lease was lost or the run cancelled: the step's changes go with it.
@@ -1520,8 +1509,10 @@ impl StepTransaction for SqlStepTx {
         }
         commit(tx).await?;
         drop(turn);
-        if queued || queues_more {
-            store.notify_work();
+        if queued {
+            store.notify_work(None);
+        } else if queues_more {
+            store.notify_work(params.result.next_queue());
         }
         Ok(outcome)
     }
@@ -1684,7 +1675,7 @@ impl CrmStore for StoreImpl {
         let queued = raise(&mut tx, workspace, planner, &event, Cause::API).await?;
         commit(tx).await?;
         if queued {
-            self.notify_work();
+            self.notify_work(None);
         }
         Ok(contact)
     }
@@ -1757,7 +1748,7 @@ impl CrmStore for StoreImpl {
         let queued = raise(&mut tx, workspace, planner, &event, Cause::API).await?;
         commit(tx).await?;
         if queued {
-            self.notify_work();
+            self.notify_work(None);
         }
         Ok(after)
     }
@@ -1816,7 +1807,7 @@ impl CrmStore for StoreImpl {
         }
         commit(tx).await?;
         if queued {
-            self.notify_work();
+            self.notify_work(None);
         }
         Ok(!already)
     }
@@ -2632,7 +2623,7 @@ impl CrmStore for StoreImpl {
         }
         commit(tx).await?;
         if queued {
-            self.notify_work();
+            self.notify_work(None);
         }
         Ok(moved)
     }

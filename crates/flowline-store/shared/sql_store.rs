@@ -14,13 +14,13 @@ use flowline_core::action::ActionType;
 use flowline_core::id::{ActionId, ExecutionId, FlowId, MemberId, StepId, TokenId, WorkspaceId};
 use flowline_core::retry::RetryPolicy;
 use flowline_core::role::Role;
-use flowline_core::status::FlowStatus;
+use flowline_core::status::{FlowStatus, Queue};
 use flowline_core::token::TokenHash;
 use flowline_core::validation::ValidationErrors;
 use flowline_store::audit::{AuditEntry, AuditFilter, NewAuditEntry};
 use flowline_store::execution::{
     ClaimParams, ClaimedStep, Execution, ExecutionDetail, FinishOutcome, FinishStep, FlowVersion,
-    NewExecution, Variable,
+    NewExecution, Variable, WorkSignal,
 };
 use flowline_store::flow::{
     ActionUpdate, Flow, FlowAction, FlowFilter, FlowUpdate, NewAction, NewFlow, StepSummary,
@@ -98,9 +98,11 @@ pub(crate) fn snapshot<T: Serialize>(value: &T) -> Option<serde_json::Value> {
 impl StoreImpl {
     /// Tells idle workers that a queue has work: this process's at once, other processes'
     /// through the backend (PostgreSQL NOTIFY, coalesced).
-    pub(crate) fn notify_work(&self) {
-        self.work_signal().send_modify(|n| *n = n.wrapping_add(1));
-        self.signal_other_processes();
+    /// Tells this process's idle workers, and other processes', of work for `queue` (every
+    /// queue when `None`).
+    pub(crate) fn notify_work(&self, queue: Option<Queue>) {
+        self.work_signal().send_modify(|signal| signal.bump(queue));
+        self.signal_other_processes(queue);
     }
 
     pub(crate) async fn scoped(&self, workspace: WorkspaceId, access: Access) -> StoreResult<Tx> {
@@ -696,7 +698,7 @@ fn retry_json(retry: &Option<RetryPolicy>) -> Option<Json<serde_json::Value>> {
 
 #[async_trait]
 impl Store for StoreImpl {
-    fn subscribe_work(&self) -> tokio::sync::watch::Receiver<u64> {
+    fn subscribe_work(&self) -> tokio::sync::watch::Receiver<WorkSignal> {
         self.work_signal().subscribe()
     }
 
@@ -1774,7 +1776,7 @@ impl Store for StoreImpl {
             sql_execution::advance_schedule(&mut tx, workspace, flow, slot, next, run).await?;
         commit(tx).await?;
         if advanced {
-            self.notify_work();
+            self.notify_work(None);
         }
         Ok(advanced)
     }
@@ -1808,10 +1810,16 @@ impl Store for StoreImpl {
         workspace: WorkspaceId,
         params: NewExecution,
     ) -> StoreResult<flowline_store::execution::Started> {
+        let queue = params
+            .first_step
+            .as_ref()
+            .map(|step| step.action_type.category().queue());
         let mut tx = self.scoped(workspace, Access::Write).await?;
         let execution = sql_execution::start_execution(&mut tx, workspace, params).await?;
         commit(tx).await?;
-        self.notify_work();
+        if queue.is_some() {
+            self.notify_work(queue);
+        }
         Ok(execution)
     }
 
@@ -1859,7 +1867,7 @@ impl Store for StoreImpl {
         let mut tx = self.scoped(workspace, Access::Write).await?;
         let execution = sql_execution::retry_execution(&mut tx, workspace, actor, id).await?;
         commit(tx).await?;
-        self.notify_work();
+        self.notify_work(None);
         Ok(execution)
     }
 
@@ -1894,19 +1902,11 @@ impl Store for StoreImpl {
     }
 
     async fn finish_step(&self, params: FinishStep) -> StoreResult<FinishOutcome> {
-        let queues_more = matches!(
-            &params.result,
-            flowline_store::execution::StepResult::Completed {
-                next: flowline_store::execution::Next::Step(_),
-                ..
-            } | flowline_store::execution::StepResult::Failed {
-                next: flowline_store::execution::Next::Step(_),
-                ..
-            } | flowline_store::execution::StepResult::RetryLater { .. }
-        );
+        let queues_more = params.result.queues_work();
+        let queue = params.result.next_queue();
         let outcome = self.write_finish(params).await?;
         if queues_more && outcome == FinishOutcome::Applied {
-            self.notify_work();
+            self.notify_work(queue);
         }
         Ok(outcome)
     }
@@ -1917,7 +1917,7 @@ impl Store for StoreImpl {
         let rescued = sql_execution::rescue_expired(&mut tx, limit).await?;
         commit(tx).await?;
         if rescued > 0 {
-            self.notify_work();
+            self.notify_work(None);
         }
         Ok(rescued)
     }

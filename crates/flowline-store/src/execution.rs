@@ -276,7 +276,9 @@ pub struct ClaimParams {
     pub owner: String,
     /// How long the lease lasts unless renewed.
     pub lease: std::time::Duration,
-    /// At most this many running steps per workspace in this queue, counting those claimed now.
+    /// Each workspace's smallest share of a claim: every workspace with due steps offers its
+    /// oldest `max(per_workspace_limit, limit / workspaces with due steps)`, and the claim takes
+    /// them round-robin across workspaces (every workspace's oldest first, then the second …).
     pub per_workspace_limit: u32,
 }
 
@@ -382,4 +384,82 @@ pub enum FinishOutcome {
     LeaseLost,
     /// The run was cancelled meanwhile: the step ends `cancelled`, nothing else is written.
     Cancelled,
+}
+
+/// Which queues were given work: a counter per queue that moves whenever a step is queued or
+/// returned to it. A worker compares its queue's counter before and after a wake-up, so work for
+/// another queue does not send it to claim in vain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkSignal([u64; 3]);
+
+impl WorkSignal {
+    fn lane(queue: flowline_core::status::Queue) -> usize {
+        use flowline_core::status::Queue;
+        match queue {
+            Queue::Basic => 0,
+            Queue::Advanced => 1,
+            Queue::Integration => 2,
+        }
+    }
+
+    /// The counter of `queue`.
+    pub fn of(&self, queue: flowline_core::status::Queue) -> u64 {
+        self.0[Self::lane(queue)]
+    }
+
+    /// Records work for `queue`, or for every queue when which one is not known.
+    pub fn bump(&mut self, queue: Option<flowline_core::status::Queue>) {
+        match queue {
+            Some(queue) => {
+                let lane = Self::lane(queue);
+                self.0[lane] = self.0[lane].wrapping_add(1);
+            }
+            None => {
+                for counter in &mut self.0 {
+                    *counter = counter.wrapping_add(1);
+                }
+            }
+        }
+    }
+
+    /// The queues whose counters differ from `earlier`'s.
+    pub fn changed_since(&self, earlier: &WorkSignal) -> Vec<flowline_core::status::Queue> {
+        flowline_core::status::Queue::ALL
+            .iter()
+            .copied()
+            .filter(|&queue| self.of(queue) != earlier.of(queue))
+            .collect()
+    }
+}
+
+impl StepResult {
+    /// Whether this end gives a queue work: a next step, or this step again later.
+    pub fn queues_work(&self) -> bool {
+        matches!(
+            self,
+            StepResult::Completed {
+                next: Next::Step(_),
+                ..
+            } | StepResult::Failed {
+                next: Next::Step(_),
+                ..
+            } | StepResult::RetryLater { .. }
+        )
+    }
+
+    /// The queue of the next step, when this end queues one (a retry goes back to the step's own
+    /// queue, which the report does not name).
+    pub fn next_queue(&self) -> Option<flowline_core::status::Queue> {
+        match self {
+            StepResult::Completed {
+                next: Next::Step(step),
+                ..
+            }
+            | StepResult::Failed {
+                next: Next::Step(step),
+                ..
+            } => Some(step.action_type.category().queue()),
+            _ => None,
+        }
+    }
 }

@@ -54,7 +54,7 @@ pub trait Store:
 {
     /// A signal that changes whenever this process queued or returned work to a queue, so idle
     /// workers wake without polling.
-    fn subscribe_work(&self) -> tokio::sync::watch::Receiver<u64>;
+    fn subscribe_work(&self) -> tokio::sync::watch::Receiver<execution::WorkSignal>;
 
     /// Carries work signals between processes sharing the database until `shutdown`: on
     /// PostgreSQL, LISTEN for other processes' signals and NOTIFY them of this one's (coalesced:
