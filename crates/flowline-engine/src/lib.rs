@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flowline_core::id::{ContactId, FlowId, WorkspaceId};
+use flowline_core::id::{ContactId, ExecutionId, FlowId, WorkspaceId};
 use flowline_core::status::{Queue, TriggerKind};
 use flowline_store::execution::{FlowVersion, NewExecution, NewStep, Started};
 use flowline_store::{Store, StoreError};
@@ -285,6 +285,40 @@ impl Engine {
         let version = self.version(workspace, flow.id, flow.version).await?;
         let execution = self.plan(workspace, &version, run)?;
         Ok(self.store.start_execution(workspace, execution).await?)
+    }
+
+    /// Starts many runs of one flow at once, in one transaction (all or none): for backlogs and
+    /// bulk starts. Runs of a batch carry no dedupe key.
+    pub async fn start_many(
+        &self,
+        workspace: WorkspaceId,
+        flow: FlowId,
+        runs: Vec<StartRun>,
+    ) -> Result<Vec<ExecutionId>, StartError> {
+        let flow = self.store.get_flow(workspace, flow).await?;
+        if flow.status != flowline_core::status::FlowStatus::Active || flow.version < 1 {
+            return Err(StoreError::Conflict(format!(
+                "the flow is {}: only active (published) flows run",
+                flow.status
+            ))
+            .into());
+        }
+        let version = self.version(workspace, flow.id, flow.version).await?;
+        let planned = runs
+            .into_iter()
+            .map(|run| {
+                if run.flow_id != flow.id {
+                    return Err(StoreError::Invalid(
+                        flowline_core::validation::ValidationErrors::single(
+                            "flowId",
+                            "the runs of a batch are of one flow",
+                        ),
+                    ));
+                }
+                self.plan(workspace, &version, run)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.store.start_executions(workspace, planned).await?)
     }
 
     /// The run to write, its first step chosen by walking from the entry node. A walk that

@@ -53,6 +53,40 @@ async fn published(store: &dyn Store, name: &str) -> (WorkspaceId, Flow) {
     (w, flow)
 }
 
+/// A run of `flow` from its `start` node, as the engine would plan it.
+async fn new_run(
+    store: &dyn Store,
+    w: WorkspaceId,
+    flow: &Flow,
+    trigger: serde_json::Value,
+) -> NewExecution {
+    let version = store
+        .get_flow_version(w, flow.id, flow.version)
+        .await
+        .unwrap();
+    let first = version
+        .actions
+        .iter()
+        .find(|a| a.node_id == "start")
+        .unwrap();
+    NewExecution {
+        flow_id: flow.id,
+        flow_version: flow.version,
+        contact_id: None,
+        trigger_kind: TriggerKind::Manual,
+        trigger,
+        input: json!({}),
+        first_step: Some(NewStep {
+            action_id: first.id,
+            action_type: first.action_type,
+            node_id: first.node_id.clone(),
+            max_attempts: 3,
+        }),
+        dedupe_key: None,
+        depth: 0,
+    }
+}
+
 async fn run(
     store: &dyn Store,
     w: WorkspaceId,
@@ -477,4 +511,87 @@ pub async fn a_lost_step_of_a_cancelled_run_is_not_requeued(store: &dyn Store) {
         detail.execution.status,
         flowline_core::status::ExecutionStatus::Cancelled
     );
+}
+
+/// Many runs start in one call, all or none: each with its first step queued, claimable and
+/// readable like a run started alone.
+pub async fn runs_start_in_bulk_all_or_none(store: &dyn Store) {
+    let (w, flow) = published(store, "bulk").await;
+    let mut runs = Vec::new();
+    for i in 0..1_203 {
+        runs.push(new_run(store, w, &flow, json!({"run": i})).await);
+    }
+    // A run without a first step completes at once.
+    runs[7].first_step = None;
+    let ids = store.start_executions(w, runs.clone()).await.unwrap();
+    assert_eq!(ids.len(), 1_203);
+    let detail = store.get_execution(w, ids[1_202]).await.unwrap();
+    assert_eq!(detail.execution.status.as_str(), "pending");
+    assert_eq!(detail.execution.trigger, json!({"run": 1_202}));
+    assert_eq!(detail.execution.step_count, 1);
+    assert_eq!(detail.steps.len(), 1);
+    assert_eq!(detail.steps[0].status, StepStatus::Pending);
+    let done = store.get_execution(w, ids[7]).await.unwrap();
+    assert_eq!(done.execution.status.as_str(), "completed");
+    assert!(done.steps.is_empty());
+    let mut claimed = 0;
+    loop {
+        let batch = store
+            .claim_steps(&claim(500, Duration::from_secs(30)))
+            .await
+            .unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        claimed += batch.len();
+    }
+    assert_eq!(claimed, 1_202);
+
+    // One bad run refuses the whole batch.
+    let mut bad = vec![new_run(store, w, &flow, json!({})).await; 3];
+    bad[1].contact_id = Some(flowline_core::id::ContactId::new());
+    assert!(matches!(
+        store.start_executions(w, bad.clone()).await,
+        Err(flowline_store::StoreError::NotFound(_))
+    ));
+    bad[1].contact_id = None;
+    bad[2].dedupe_key = Some("once".into());
+    assert!(matches!(
+        store.start_executions(w, bad.clone()).await,
+        Err(flowline_store::StoreError::Invalid(_))
+    ));
+    bad[2].dedupe_key = None;
+    bad[0].flow_version = flow.version + 1;
+    assert!(matches!(
+        store.start_executions(w, bad.clone()).await,
+        Err(flowline_store::StoreError::Invalid(_))
+    ));
+    for run in &mut bad {
+        run.flow_version = flow.version + 1;
+    }
+    assert!(matches!(
+        store.start_executions(w, bad).await,
+        Err(flowline_store::StoreError::Conflict(_))
+    ));
+    let listed = store
+        .list_executions(w, flow.id, PageRequest::first(100))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 100);
+    let mut total = 0;
+    let mut page = PageRequest::first(500);
+    loop {
+        let batch = store.list_executions(w, flow.id, page).await.unwrap();
+        total += batch.items.len();
+        match batch.next_cursor {
+            Some(cursor) => {
+                page = PageRequest {
+                    limit: 500,
+                    cursor: Some(cursor),
+                }
+            }
+            None => break,
+        }
+    }
+    assert_eq!(total, 1_203, "nothing of the refused batches was written");
 }

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use flowline_core::id::{ExecutionId, FlowId, StepId, WorkspaceId};
 use flowline_core::status::{ErrorCategory, ExecutionStatus, Severity, StepStatus};
+use flowline_core::validation::ValidationErrors;
 use flowline_store::execution::{
     Attempt, DueSchedule, Execution, ExecutionDetail, FinishOutcome, FinishStep, FlowVersion,
     NewExecution, NewStep, Next, Started, Step, StepError, StepResult, Variable, VersionAction,
@@ -377,6 +378,133 @@ pub(crate) async fn start_execution(
         }
     }
     start_in(tx, workspace, params).await
+}
+
+/// The most runs one statement of [`start_executions`] writes: 15 bound values each stays far
+/// below both databases' limits on a statement's parameters.
+const RUNS_PER_STATEMENT: usize = 500;
+
+/// Starts many runs of one flow: the runs and their first steps in a few multi-row statements.
+/// Every run must be of the same active flow and version, without a dedupe key; contacts must
+/// exist. All or nothing, in the caller's transaction.
+pub(crate) async fn start_executions(
+    tx: &mut Tx,
+    workspace: WorkspaceId,
+    runs: &[NewExecution],
+) -> StoreResult<Vec<ExecutionId>> {
+    let Some(first) = runs.first() else {
+        return Ok(Vec::new());
+    };
+    if runs
+        .iter()
+        .any(|r| r.flow_id != first.flow_id || r.flow_version != first.flow_version)
+    {
+        return Err(StoreError::Invalid(ValidationErrors::single(
+            "runs",
+            "the runs of a batch are of one flow and one version",
+        )));
+    }
+    if runs.iter().any(|r| r.dedupe_key.is_some()) {
+        return Err(StoreError::Invalid(ValidationErrors::single(
+            "runs",
+            "runs started in a batch carry no dedupe key",
+        )));
+    }
+    let flow = fetch_flow(tx, workspace, first.flow_id, false).await?;
+    if flow.status != flowline_core::status::FlowStatus::Active {
+        return Err(StoreError::Conflict(format!(
+            "the flow is {}: only active (published) flows run",
+            flow.status
+        )));
+    }
+    if first.flow_version < 1 || first.flow_version > flow.version {
+        return Err(StoreError::Conflict(format!(
+            "the flow has no version {}",
+            first.flow_version
+        )));
+    }
+    let mut contacts: Vec<Uuid> = runs
+        .iter()
+        .filter_map(|r| r.contact_id.map(|c| c.0))
+        .collect();
+    contacts.sort();
+    contacts.dedup();
+    for chunk in contacts.chunks(RUNS_PER_STATEMENT) {
+        let mut query =
+            QueryBuilder::<Db>::new("SELECT COUNT(*) FROM contacts WHERE workspace_id = ");
+        query
+            .push_bind(workspace.0)
+            .push(" AND deleted_at IS NULL AND id IN (");
+        push_ids(&mut query, chunk);
+        let live: i64 = query
+            .build_query_scalar()
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        if live != chunk.len() as i64 {
+            return Err(StoreError::NotFound("contact"));
+        }
+    }
+    let at = now();
+    let ids: Vec<ExecutionId> = runs.iter().map(|_| ExecutionId::new()).collect();
+    for (chunk, chunk_ids) in runs
+        .chunks(RUNS_PER_STATEMENT)
+        .zip(ids.chunks(RUNS_PER_STATEMENT))
+    {
+        let mut query = QueryBuilder::<Db>::new(
+            "INSERT INTO flow_executions (id, workspace_id, flow_id, flow_version, contact_id, trigger_kind, trigger, \
+             input, status, step_count, created_at, started_at, finished_at, depth) ",
+        );
+        query.push_values(chunk.iter().zip(chunk_ids), |mut row, (run, id)| {
+            let done = run.first_step.is_none();
+            row.push_bind(id.0)
+                .push_bind(workspace.0)
+                .push_bind(run.flow_id.0)
+                .push_bind(run.flow_version)
+                .push_bind(run.contact_id.map(|c| c.0))
+                .push_bind(run.trigger_kind.as_str())
+                .push_bind(Json(&run.trigger))
+                .push_bind(Json(&run.input))
+                .push_bind(if done { "completed" } else { "pending" })
+                .push_bind(i32::from(!done))
+                .push_bind(at)
+                .push_bind(done.then_some(at))
+                .push_bind(done.then_some(at))
+                .push_bind(run.depth);
+        });
+        query.build().execute(&mut **tx).await.map_err(db_error)?;
+        let steps: Vec<(&ExecutionId, &NewStep)> = chunk_ids
+            .iter()
+            .zip(chunk)
+            .filter_map(|(id, run)| run.first_step.as_ref().map(|step| (id, step)))
+            .collect();
+        if steps.is_empty() {
+            continue;
+        }
+        let mut query = QueryBuilder::<Db>::new(
+            "INSERT INTO action_executions (id, workspace_id, flow_execution_id, action_id, action_type, node_id, \
+             occurrence, status, queue, attempt, max_attempts, run_at, idempotency_key, created_at) ",
+        );
+        query.push_values(steps, |mut row, (run, step)| {
+            let id = StepId::new();
+            row.push_bind(id.0)
+                .push_bind(workspace.0)
+                .push_bind(run.0)
+                .push_bind(step.action_id.0)
+                .push_bind(step.action_type.as_str())
+                .push_bind(&step.node_id)
+                .push_bind(0)
+                .push_bind("pending")
+                .push_bind(step.action_type.category().queue().as_str())
+                .push_bind(0)
+                .push_bind(step.max_attempts.max(1))
+                .push_bind(at)
+                .push_bind(id.to_string())
+                .push_bind(at);
+        });
+        query.build().execute(&mut **tx).await.map_err(db_error)?;
+    }
+    Ok(ids)
 }
 
 /// Writes a run and its first step; the flow was checked by the caller.

@@ -1720,6 +1720,20 @@ impl Store for StoreImpl {
         Ok(Page::from_rows(entries, &page, |e| e.id.0))
     }
 
+    async fn start_executions(
+        &self,
+        workspace: WorkspaceId,
+        runs: Vec<NewExecution>,
+    ) -> StoreResult<Vec<ExecutionId>> {
+        let mut tx = self.scoped(workspace, Access::Write).await?;
+        let ids = sql_execution::start_executions(&mut tx, workspace, &runs).await?;
+        commit(tx).await?;
+        if runs.iter().any(|r| r.first_step.is_some()) {
+            self.notify_work(None);
+        }
+        Ok(ids)
+    }
+
     async fn set_webhook_token(
         &self,
         workspace: WorkspaceId,

@@ -275,6 +275,15 @@ pub trait Store:
         params: NewExecution,
     ) -> StoreResult<Started>;
 
+    /// Starts many runs of one flow and version at once, in one transaction: all or none. For
+    /// backlogs and bulk starts; a run of a batch has no dedupe key (invalid otherwise). The
+    /// flow must be active (conflict otherwise) and every contact must exist.
+    async fn start_executions(
+        &self,
+        workspace: WorkspaceId,
+        runs: Vec<NewExecution>,
+    ) -> StoreResult<Vec<ExecutionId>>;
+
     /// Sets (or with `None` removes) a flow's inbound webhook token.
     async fn set_webhook_token(
         &self,
