@@ -45,7 +45,16 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Measure only until the first N runs have completed, the rest of the backlog still
+    /// pending: the rate with a large backlog (`--executions 1000000 --steps 1 --sample 20000`)
+    /// without waiting for all of it. Needs `--steps 1`: single-step runs end in claim order,
+    /// oldest first.
+    #[arg(long)]
+    pub sample: Option<usize>,
 }
+
+/// Runs enqueued per transaction.
+const ENQUEUE_BATCH: usize = 5_000;
 
 /// Which flow the bench runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -99,6 +108,15 @@ fn flushes_per_second(dir: &std::path::Path) -> anyhow::Result<f64> {
     drop(file);
     let _ = std::fs::remove_file(path);
     Ok(rate)
+}
+
+/// A percentile for the JSON output: `null` when nothing was measured.
+fn measured(sorted: &[f64], p: f64) -> serde_json::Value {
+    if sorted.is_empty() {
+        serde_json::Value::Null
+    } else {
+        json!(percentile(sorted, p))
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -326,6 +344,16 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
         args.executions >= 1 && args.steps >= 1,
         "--executions and --steps must be at least 1"
     );
+    if let Some(sample) = args.sample {
+        anyhow::ensure!(
+            (1..=args.executions).contains(&sample),
+            "--sample must be between 1 and --executions"
+        );
+        anyhow::ensure!(
+            args.steps == 1 && args.flow != FlowKind::Mixed,
+            "--sample needs single-step runs (--steps 1, not --flow mixed): they end in claim order"
+        );
+    }
     let scratch_dir = tempfile::tempdir().context("creating a scratch folder")?;
     let flushes = flushes_per_second(scratch_dir.path())?;
     let (store, backend, label): (Arc<dyn Store>, Backend, &str) = match &args.database_url {
@@ -427,8 +455,11 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
     let planner: Arc<dyn RunPlanner> = engine.clone();
     let progress = !args.json;
 
-    // Enqueue everything first: the workers then face the whole backlog.
+    // Enqueue everything first: the workers then face the whole backlog. Runs of the mixed
+    // flow each get a contact of their own first.
     let enqueue_started = Instant::now();
+    let mut ids = Vec::with_capacity(args.executions);
+    let mut batch = Vec::with_capacity(ENQUEUE_BATCH);
     for run in 0..args.executions {
         let mut start = start(&flow, run);
         if args.flow == FlowKind::Mixed {
@@ -443,40 +474,72 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
                 .await?;
             start.contact_id = Some(contact.id);
         }
-        engine.start(workspace, start).await?;
-        if progress && run % 1_000 == 0 {
-            eprint!("\renqueuing {run}/{}", args.executions);
+        batch.push(start);
+        if batch.len() == ENQUEUE_BATCH || run + 1 == args.executions {
+            ids.extend(
+                engine
+                    .start_many(workspace, flow.id, std::mem::take(&mut batch))
+                    .await?,
+            );
+            if progress {
+                eprint!("\renqueuing {}/{}", run + 1, args.executions);
+            }
         }
     }
     let enqueue_seconds = enqueue_started.elapsed().as_secs_f64();
-    let total_steps = args.executions * steps_per_run;
+    let measured_runs = args.sample.unwrap_or(args.executions);
+    let total_steps = measured_runs * steps_per_run;
 
     let workers = Workers::start(&engine, args.workers, url.as_deref(), &key_text)?;
     let started = Instant::now();
     let mut peak_rss = 0f64;
     loop {
-        let done = completed_runs(&*store, workspace, flow.id, args.executions).await?;
+        let done = match args.sample {
+            // Runs end in claim order: once the last sampled run has, the sample is done.
+            Some(sample) => {
+                let last = store.get_execution(workspace, ids[sample - 1]).await?;
+                if last.execution.status.is_finished() {
+                    sample
+                } else {
+                    0
+                }
+            }
+            None => completed_runs(&*store, workspace, flow.id, args.executions).await?,
+        };
         peak_rss = peak_rss.max(workers.peak_rss_mb());
         if progress {
             let width = 40;
-            let filled = done * width / args.executions;
+            let filled = done * width / measured_runs;
             eprint!(
                 "\r[{}{}] {done}/{} runs, {:.1}s   ",
                 "#".repeat(filled),
                 ".".repeat(width - filled),
-                args.executions,
+                measured_runs,
                 started.elapsed().as_secs_f64()
             );
         }
-        if done >= args.executions {
+        if done >= measured_runs {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
     let steps_per_second = total_steps as f64 / seconds;
-    let failed = failed_runs(&*store, workspace, flow.id).await?;
-    let durations = step_durations(&*store, workspace, flow.id).await?;
+    let (failed, durations) = match args.sample {
+        // Most of the backlog is still pending: every 100th sampled run is read back instead.
+        Some(sample) => {
+            let mut failed = 0;
+            for id in ids[..sample].iter().step_by(100) {
+                let run = store.get_execution(workspace, *id).await?;
+                failed += usize::from(run.execution.status == ExecutionStatus::Failed);
+            }
+            (failed, Vec::new())
+        }
+        None => (
+            failed_runs(&*store, workspace, flow.id).await?,
+            step_durations(&*store, workspace, flow.id).await?,
+        ),
+    };
     anyhow::ensure!(
         failed == 0,
         "{failed} run(s) failed: the figures would not be comparable; see `flowline serve` on the same database"
@@ -485,9 +548,14 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
         eprintln!();
     }
 
-    // Latency when not saturated: single-step runs started one at a time.
-    let single = chain_flow(&*store, workspace, 1).await?;
-    let (latencies, idle_durations) = unsaturated(&engine, &*store, workspace, &single).await?;
+    // Latency when not saturated: single-step runs started one at a time (not with a sample:
+    // the rest of its backlog keeps the workers saturated).
+    let (latencies, idle_durations) = if args.sample.is_some() {
+        (Vec::new(), Vec::new())
+    } else {
+        let single = chain_flow(&*store, workspace, 1).await?;
+        unsaturated(&engine, &*store, workspace, &single).await?
+    };
     // A script's cost over a set_variable step, both unsaturated.
     let script_overhead = if args.flow == FlowKind::Javascript {
         let script = chain_of(&*store, workspace, 1, |_| {
@@ -512,17 +580,18 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
         "backend": label,
         "executions": args.executions,
         "flow": flow_name(args.flow),
-        "stepMs": {"p50": percentile(&durations, 50.0), "p95": percentile(&durations, 95.0)},
-        "idleStepMsP50": percentile(&idle_durations, 50.0),
+        "stepMs": {"p50": measured(&durations, 50.0), "p95": measured(&durations, 95.0)},
+        "idleStepMsP50": measured(&idle_durations, 50.0),
         "scriptOverheadMsP50": script_overhead,
         "stepsPerExecution": steps_per_run,
         "failedRuns": failed,
         "steps": total_steps,
+        "sampledRuns": args.sample,
         "workers": args.workers,
         "seconds": seconds,
         "enqueueSeconds": enqueue_seconds,
         "stepsPerSecond": steps_per_second,
-        "latencyMs": {"p50": percentile(&latencies, 50.0), "p95": percentile(&latencies, 95.0), "p99": percentile(&latencies, 99.0)},
+        "latencyMs": {"p50": measured(&latencies, 50.0), "p95": measured(&latencies, 95.0), "p99": measured(&latencies, 99.0)},
         "peakRssMb": peak_rss,
         "flushesPerSecond": flushes,
     });
@@ -540,20 +609,30 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
             args.executions,
             flow_name(args.flow)
         );
-        println!("throughput         {steps_per_second:.0} steps/s ({seconds:.1}s)");
-        println!(
-            "step duration      p50 {:.2} ms, p95 {:.2} ms (first attempt, claim to end, {} steps sampled)",
-            percentile(&durations, 50.0),
-            percentile(&durations, 95.0),
-            durations.len()
-        );
-        println!(
-            "schedule-to-start  p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms (unsaturated, {} runs)",
-            percentile(&latencies, 50.0),
-            percentile(&latencies, 95.0),
-            percentile(&latencies, 99.0),
-            latencies.len()
-        );
+        match args.sample {
+            Some(sample) => println!(
+                "throughput         {steps_per_second:.0} steps/s over the first {sample} runs ({seconds:.1}s), {} runs still pending then",
+                args.executions - sample
+            ),
+            None => println!("throughput         {steps_per_second:.0} steps/s ({seconds:.1}s)"),
+        }
+        if !durations.is_empty() {
+            println!(
+                "step duration      p50 {:.2} ms, p95 {:.2} ms (first attempt, claim to end, {} steps sampled)",
+                percentile(&durations, 50.0),
+                percentile(&durations, 95.0),
+                durations.len()
+            );
+        }
+        if !latencies.is_empty() {
+            println!(
+                "schedule-to-start  p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms (unsaturated, {} runs)",
+                percentile(&latencies, 50.0),
+                percentile(&latencies, 95.0),
+                percentile(&latencies, 99.0),
+                latencies.len()
+            );
+        }
         if let Some(overhead) = script_overhead {
             println!(
                 "script overhead    p50 {overhead:.2} ms over a set_variable step (both unsaturated)"

@@ -243,6 +243,46 @@ fn bench_prints_its_figures_as_one_json_object() {
     }
 }
 
+#[test]
+fn bench_samples_the_rate_over_the_oldest_runs_of_a_larger_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = flowline(dir.path(), None)
+        .args([
+            "bench",
+            "--executions",
+            "12000",
+            "--steps",
+            "1",
+            "--sample",
+            "300",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let figures = json_line(&output);
+    assert_eq!(figures["executions"], 12000);
+    assert_eq!(figures["sampledRuns"], 300);
+    assert_eq!(figures["steps"], 300);
+    assert_eq!(figures["failedRuns"], 0);
+    assert!(figures["stepsPerSecond"].as_f64().is_some_and(|v| v > 0.0));
+    // The workers never idle while the backlog lasts: no unsaturated latency to report.
+    assert!(figures["latencyMs"]["p50"].is_null(), "{figures}");
+    let refused = flowline(dir.path(), None)
+        .args([
+            "bench",
+            "--executions",
+            "10",
+            "--steps",
+            "2",
+            "--sample",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--sample needs single-step runs"));
+}
+
 fn put_secret(base: &str, token: &str, name: &str, value: &str) -> u16 {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
