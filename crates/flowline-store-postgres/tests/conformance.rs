@@ -24,3 +24,19 @@ async fn fresh() -> Fresh {
 }
 
 conformance_suite!(fresh);
+
+/// Flowline's connections run without JIT compilation: a claim planned with a `LIMIT` the
+/// planner cannot see, on a large queue, would otherwise be compiled at every run.
+#[tokio::test]
+async fn connections_run_without_jit() {
+    let db = ScratchDatabase::create(&admin_url())
+        .await
+        .expect("scratch database");
+    PgStore::migrate(&db.settings()).await.expect("migrate");
+    let store = PgStore::connect(&db.settings()).await.expect("connect");
+    let jit: String = sqlx::query_scalar("SHOW jit")
+        .fetch_one(store.pool())
+        .await
+        .expect("show jit");
+    assert_eq!(jit, "off");
+}
