@@ -100,7 +100,7 @@ impl Default for EngineConfig {
         Self {
             worker_id: format!("{}-{}", hostname(), std::process::id()),
             concurrency: HashMap::from([
-                (Queue::Basic, 32),
+                (Queue::Basic, 128),
                 (Queue::Advanced, 32),
                 (Queue::Integration, 32),
             ]),
