@@ -156,6 +156,9 @@ async fn queue_loop(
     // with nothing queued, and work for other queues, do not send this loop to claim in vain.
     let mut more = true;
     let mut seen = work.borrow_and_update().of(queue);
+    // The slow poll keeps its own time, so a busy loop's other wake-ups do not put it off: a
+    // retry coming due is claimed within a poll interval even if nothing signals it.
+    let mut next_poll = tokio::time::Instant::now() + engine.config.poll_interval;
     loop {
         if *shutdown.borrow() {
             break;
@@ -214,7 +217,10 @@ async fn queue_loop(
                     more = true;
                 }
             }
-            _ = tokio::time::sleep(engine.config.poll_interval) => more = true,
+            _ = tokio::time::sleep_until(next_poll) => {
+                more = true;
+                next_poll = tokio::time::Instant::now() + engine.config.poll_interval;
+            }
             _ = stopping(&mut shutdown) => {}
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }

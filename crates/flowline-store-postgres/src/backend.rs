@@ -82,11 +82,10 @@ pub struct PgStore {
 /// The channel processes tell each other of new work on.
 const WORK_CHANNEL: &str = "flowline_work";
 
-/// The URL's options; connections name this process (`flowline-<pid>`) in `pg_stat_activity`
-/// unless the URL names an `application_name` itself.
-/// How Flowline connects: named after its process, and without JIT compilation. Flowline's
-/// statements are short; a claim whose estimated cost crosses `jit_above_cost` (a `LIMIT` the
-/// planner cannot see, a large queue) would spend 150–250 ms compiling what runs in 2 ms.
+/// The URL's options. Connections name this process (`flowline-<pid>`) in `pg_stat_activity`
+/// unless the URL names an `application_name` itself, and run without JIT compilation:
+/// Flowline's statements are short, and a claim whose estimated cost crosses `jit_above_cost` (a
+/// `LIMIT` the planner cannot see, a large queue) spent 150–250 ms compiling what runs in 2 ms.
 fn options(url: &str) -> StoreResult<PgConnectOptions> {
     let options = PgConnectOptions::from_str(url)
         .map_err(db_error)?
