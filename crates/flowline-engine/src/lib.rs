@@ -102,7 +102,7 @@ impl Default for EngineConfig {
             concurrency: HashMap::from([
                 (Queue::Basic, 128),
                 (Queue::Advanced, 32),
-                (Queue::Integration, 32),
+                (Queue::Integration, 128),
             ]),
             claim_batch: 50,
             per_workspace_batch: 10,
