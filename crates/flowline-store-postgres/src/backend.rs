@@ -233,9 +233,15 @@ pub(crate) async fn enter_engine_scope(tx: &mut Tx) -> StoreResult<()> {
 /// filter to every scan, the planner guesses that it passes 1% of rows, and with a large queue it
 /// then prefers reading every pending step through a bitmap and sorting them (400 ms for a
 /// million) over walking the index in order, where the first row it reads is the answer.
+///
+/// A claim commits without waiting for the disk (`synchronous_commit = off` for its transaction
+/// alone). A claim lost in a crash only leaves its steps pending: whatever its worker did next is
+/// refused by the lease guard when it reports, and the step runs again, as after any lost lease.
+/// Step ends and every other change still wait for the disk.
 pub(crate) async fn claim(tx: &mut Tx, params: &ClaimParams) -> StoreResult<Vec<ClaimedStep>> {
-    let (_, at): (String, DateTime<Utc>) = sqlx::query_as(
-        "SELECT set_config('enable_bitmapscan', 'off', true), date_trunc('microseconds', clock_timestamp())",
+    let (_, _, at): (String, String, DateTime<Utc>) = sqlx::query_as(
+        "SELECT set_config('enable_bitmapscan', 'off', true), set_config('synchronous_commit', 'off', true), \
+         date_trunc('microseconds', clock_timestamp())",
     )
     .fetch_one(&mut **tx)
     .await
