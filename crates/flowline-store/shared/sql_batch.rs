@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use flowline_core::id::StepId;
 use flowline_core::status::{ErrorCategory, ExecutionStatus, StepStatus};
 use flowline_store::StoreResult;
 use flowline_store::execution::{FinishOutcome, FinishStep, NewStep, Next, StepResult, Variable};
@@ -17,7 +16,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::backend::{Db, FOR_UPDATE, db_now};
-use crate::sql_execution::{error_json, push_ids};
+use crate::sql_execution::{QueuedStep, error_json, insert_steps, push_ids};
 use crate::sql_store::{Tx, db_error};
 
 /// How one report of a batch turns out, before anything is written.
@@ -309,31 +308,18 @@ pub(crate) async fn finish_steps(
             .into_iter()
             .map(|(run, action, occurrence)| ((run, action), occurrence))
             .collect();
-        let mut query = QueryBuilder::<Db>::new(
-            "INSERT INTO action_executions (id, workspace_id, flow_execution_id, action_id, action_type, node_id, \
-             occurrence, status, queue, attempt, max_attempts, run_at, idempotency_key, created_at) ",
-        );
-        query.push_values(&queued, |mut row, (report, step)| {
-            let id = StepId::new();
-            let occurrence = last
-                .get(&(report.execution_id.0, step.action_id.0))
-                .map_or(0, |o| o + 1);
-            row.push_bind(id.0)
-                .push_bind(report.workspace_id.0)
-                .push_bind(report.execution_id.0)
-                .push_bind(step.action_id.0)
-                .push_bind(step.action_type.as_str())
-                .push_bind(&step.node_id)
-                .push_bind(occurrence)
-                .push_bind("pending")
-                .push_bind(step.action_type.category().queue().as_str())
-                .push_bind(0)
-                .push_bind(step.max_attempts.max(1))
-                .push_bind(at)
-                .push_bind(id.to_string())
-                .push_bind(at);
-        });
-        query.build().execute(&mut **tx).await.map_err(db_error)?;
+        let steps: Vec<QueuedStep> = queued
+            .iter()
+            .map(|(report, step)| QueuedStep {
+                workspace: report.workspace_id.0,
+                run: report.execution_id.0,
+                step,
+                occurrence: last
+                    .get(&(report.execution_id.0, step.action_id.0))
+                    .map_or(0, |o| o + 1),
+            })
+            .collect();
+        insert_steps(tx, &steps, at).await?;
         let mut query = QueryBuilder::<Db>::new(
             "UPDATE flow_executions SET step_count = step_count + 1 WHERE id IN (",
         );

@@ -335,26 +335,21 @@ pub(crate) async fn insert_step(
     .fetch_one(&mut **tx)
     .await
     .map_err(db_error)?;
-    let id = StepId::new();
-    sqlx::query(
-        "INSERT INTO action_executions (id, workspace_id, flow_execution_id, action_id, action_type, node_id, \
-         occurrence, status, queue, attempt, max_attempts, run_at, idempotency_key, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, 0, $9, $10, $11, $10)",
+    let ids = insert_steps(
+        tx,
+        &[QueuedStep {
+            workspace: workspace.0,
+            run: execution.0,
+            step,
+            occurrence,
+        }],
+        at,
     )
-    .bind(id.0)
-    .bind(workspace.0)
-    .bind(execution.0)
-    .bind(step.action_id.0)
-    .bind(step.action_type.as_str())
-    .bind(&step.node_id)
-    .bind(occurrence)
-    .bind(step.action_type.category().queue().as_str())
-    .bind(step.max_attempts.max(1))
-    .bind(at)
-    .bind(id.to_string())
-    .execute(&mut **tx)
-    .await
-    .map_err(db_error)?;
+    .await?;
+    let id = ids
+        .into_iter()
+        .next()
+        .ok_or_else(|| corrupt("step", "the insert returned no id"))?;
     sqlx::query("UPDATE flow_executions SET step_count = step_count + 1 WHERE id = $1")
         .bind(execution.0)
         .execute(&mut **tx)
@@ -378,6 +373,49 @@ pub(crate) async fn start_execution(
         }
     }
     start_in(tx, workspace, params).await
+}
+
+/// A pending step to insert: its workspace, run, what to run, and which occurrence of its action
+/// in the run it is.
+pub(crate) struct QueuedStep<'a> {
+    pub(crate) workspace: Uuid,
+    pub(crate) run: Uuid,
+    pub(crate) step: &'a NewStep,
+    pub(crate) occurrence: i32,
+}
+
+/// Inserts pending steps, due at `at`, with one multi-row statement; returns their ids.
+pub(crate) async fn insert_steps(
+    tx: &mut Tx,
+    steps: &[QueuedStep<'_>],
+    at: DateTime<Utc>,
+) -> StoreResult<Vec<StepId>> {
+    if steps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<StepId> = steps.iter().map(|_| StepId::new()).collect();
+    let mut query = QueryBuilder::<Db>::new(
+        "INSERT INTO action_executions (id, workspace_id, flow_execution_id, action_id, action_type, node_id, \
+         occurrence, status, queue, attempt, max_attempts, run_at, idempotency_key, created_at) ",
+    );
+    query.push_values(steps.iter().zip(&ids), |mut row, (queued, id)| {
+        row.push_bind(id.0)
+            .push_bind(queued.workspace)
+            .push_bind(queued.run)
+            .push_bind(queued.step.action_id.0)
+            .push_bind(queued.step.action_type.as_str())
+            .push_bind(&queued.step.node_id)
+            .push_bind(queued.occurrence)
+            .push_bind("pending")
+            .push_bind(queued.step.action_type.category().queue().as_str())
+            .push_bind(0)
+            .push_bind(queued.step.max_attempts.max(1))
+            .push_bind(at)
+            .push_bind(id.to_string())
+            .push_bind(at);
+    });
+    query.build().execute(&mut **tx).await.map_err(db_error)?;
+    Ok(ids)
 }
 
 /// The most runs one statement of [`start_executions`] writes: 15 bound values each stays far
@@ -473,36 +511,19 @@ pub(crate) async fn start_executions(
                 .push_bind(run.depth);
         });
         query.build().execute(&mut **tx).await.map_err(db_error)?;
-        let steps: Vec<(&ExecutionId, &NewStep)> = chunk_ids
+        let steps: Vec<QueuedStep> = chunk_ids
             .iter()
             .zip(chunk)
-            .filter_map(|(id, run)| run.first_step.as_ref().map(|step| (id, step)))
+            .filter_map(|(id, run)| {
+                run.first_step.as_ref().map(|step| QueuedStep {
+                    workspace: workspace.0,
+                    run: id.0,
+                    step,
+                    occurrence: 0,
+                })
+            })
             .collect();
-        if steps.is_empty() {
-            continue;
-        }
-        let mut query = QueryBuilder::<Db>::new(
-            "INSERT INTO action_executions (id, workspace_id, flow_execution_id, action_id, action_type, node_id, \
-             occurrence, status, queue, attempt, max_attempts, run_at, idempotency_key, created_at) ",
-        );
-        query.push_values(steps, |mut row, (run, step)| {
-            let id = StepId::new();
-            row.push_bind(id.0)
-                .push_bind(workspace.0)
-                .push_bind(run.0)
-                .push_bind(step.action_id.0)
-                .push_bind(step.action_type.as_str())
-                .push_bind(&step.node_id)
-                .push_bind(0)
-                .push_bind("pending")
-                .push_bind(step.action_type.category().queue().as_str())
-                .push_bind(0)
-                .push_bind(step.max_attempts.max(1))
-                .push_bind(at)
-                .push_bind(id.to_string())
-                .push_bind(at);
-        });
-        query.build().execute(&mut **tx).await.map_err(db_error)?;
+        insert_steps(tx, &steps, at).await?;
     }
     Ok(ids)
 }
