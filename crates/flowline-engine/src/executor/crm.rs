@@ -12,7 +12,6 @@ use flowline_core::id::ContactId;
 use flowline_core::status::ErrorCategory;
 use flowline_store::StoreError;
 use flowline_store::crm::{AgentChoice, StepTransaction};
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -21,16 +20,6 @@ use crate::failure::Failure;
 
 /// The color a tag gets when `add_tag` creates it without one.
 const DEFAULT_TAG_COLOR: &str = "#6b7280";
-
-fn config<T: DeserializeOwned>(step: &StepContext<'_>) -> Result<T, Failure> {
-    serde_json::from_value(step.config.clone()).map_err(|e| {
-        Failure::new(
-            ErrorCategory::Validation,
-            format!("the saved config is invalid: {e}"),
-            "edit and save the action again",
-        )
-    })
-}
 
 /// Renders a config string to text.
 fn text(step: &StepContext<'_>, field: &str, source: &str) -> Result<String, Failure> {
@@ -137,7 +126,7 @@ impl InternalExecutor for AddTag {
         step: &StepContext<'_>,
         tx: &mut dyn StepTransaction,
     ) -> Result<StepOutput, Failure> {
-        let config: AddTagConfig = config(step)?;
+        let config: AddTagConfig = step.saved_config()?;
         let name = text(step, "tagName", &config.tag_name)?.trim().to_owned();
         if name.is_empty() || name.chars().count() > 100 {
             return Err(Failure::new(
@@ -179,7 +168,7 @@ impl InternalExecutor for AssignAgent {
         step: &StepContext<'_>,
         tx: &mut dyn StepTransaction,
     ) -> Result<StepOutput, Failure> {
-        let config: AssignAgentConfig = config(step)?;
+        let config: AssignAgentConfig = step.saved_config()?;
         let choice = match (&config.agent_id, config.strategy) {
             (Some(agent), None) => AgentChoice::Given(id_of(step, "agentId", agent)?.into()),
             (None, Some(strategy)) => AgentChoice::Strategy(strategy),
@@ -223,7 +212,7 @@ impl InternalExecutor for SubscribeCampaign {
         step: &StepContext<'_>,
         tx: &mut dyn StepTransaction,
     ) -> Result<StepOutput, Failure> {
-        let config: SubscribeCampaignConfig = config(step)?;
+        let config: SubscribeCampaignConfig = step.saved_config()?;
         let campaign = id_of(step, "campaignId", &config.campaign_id)?;
         let contact = contact(step)?;
         let subscribed = tx
@@ -247,7 +236,7 @@ impl InternalExecutor for DeleteContact {
         step: &StepContext<'_>,
         tx: &mut dyn StepTransaction,
     ) -> Result<StepOutput, Failure> {
-        let config: DeleteContactConfig = config(step)?;
+        let config: DeleteContactConfig = step.saved_config()?;
         let contact = contact(step)?;
         let backup = tx
             .delete_contact(contact, config.backup, config.mode)
@@ -274,7 +263,7 @@ impl InternalExecutor for MoveToBoard {
         step: &StepContext<'_>,
         tx: &mut dyn StepTransaction,
     ) -> Result<StepOutput, Failure> {
-        let config: MoveToBoardConfig = config(step)?;
+        let config: MoveToBoardConfig = step.saved_config()?;
         let board = id_of(step, "boardId", &config.board_id)?;
         let column = config
             .column_id

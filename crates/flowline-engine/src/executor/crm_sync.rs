@@ -74,13 +74,7 @@ fn as_text(value: &Value) -> String {
 #[async_trait]
 impl Executor for SyncCrm {
     async fn execute(&self, step: &StepContext<'_>) -> Result<StepOutput, Failure> {
-        let config: CrmIntegrationConfig =
-            serde_json::from_value(step.config.clone()).map_err(|e| {
-                invalid(
-                    format!("the saved config is invalid: {e}"),
-                    "edit and save the action again",
-                )
-            })?;
+        let config: CrmIntegrationConfig = step.saved_config()?;
         let secrets = step.with_secrets().await?;
         self.sync(step, &config, &secrets)
             .await

@@ -106,13 +106,7 @@ struct Message {
 #[async_trait]
 impl Executor for SendEmail {
     async fn execute(&self, step: &StepContext<'_>) -> Result<StepOutput, Failure> {
-        let config: EmailIntegrationConfig =
-            serde_json::from_value(step.config.clone()).map_err(|e| {
-                invalid(
-                    format!("the saved config is invalid: {e}"),
-                    "edit and save the action again",
-                )
-            })?;
+        let config: EmailIntegrationConfig = step.saved_config()?;
         let secrets = step.with_secrets().await?;
         self.send(step, &config, &secrets)
             .await

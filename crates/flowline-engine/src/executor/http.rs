@@ -13,7 +13,6 @@ use flowline_core::status::{ErrorCategory, VariableType};
 use flowline_store::execution::Variable;
 use hmac::{Hmac, Mac};
 use reqwest::Method;
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 
@@ -25,16 +24,6 @@ use crate::template::Renderer;
 
 /// A request's timeout when its action names none.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn config<T: DeserializeOwned>(step: &StepContext<'_>) -> Result<T, Failure> {
-    serde_json::from_value(step.config.clone()).map_err(|e| {
-        Failure::new(
-            ErrorCategory::Validation,
-            format!("the saved config is invalid: {e}"),
-            "edit and save the action again",
-        )
-    })
-}
 
 /// Renders a config string to text.
 pub(crate) fn text(renderer: &Renderer, field: &str, source: &str) -> Result<String, Failure> {
@@ -150,7 +139,7 @@ impl RunApiRequest {
 #[async_trait]
 impl Executor for RunApiRequest {
     async fn execute(&self, step: &StepContext<'_>) -> Result<StepOutput, Failure> {
-        let config: RunApiRequestConfig = config(step)?;
+        let config: RunApiRequestConfig = step.saved_config()?;
         let secrets = step.with_secrets().await?;
         self.call(step, &config, &secrets)
             .await
@@ -411,7 +400,7 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<Strin
 #[async_trait]
 impl Executor for SendWebhook {
     async fn execute(&self, step: &StepContext<'_>) -> Result<StepOutput, Failure> {
-        let config: SendWebhookConfig = config(step)?;
+        let config: SendWebhookConfig = step.saved_config()?;
         let secrets = step.with_secrets().await?;
         self.send(step, &config, &secrets)
             .await

@@ -66,14 +66,7 @@ fn sandbox(message: impl Into<String>, suggestion: impl Into<String>) -> Failure
 #[async_trait]
 impl Executor for RunJavascript {
     async fn execute(&self, step: &StepContext<'_>) -> Result<StepOutput, Failure> {
-        let config: RunJavascriptConfig =
-            serde_json::from_value(step.config.clone()).map_err(|e| {
-                Failure::new(
-                    ErrorCategory::Validation,
-                    format!("the saved config is invalid: {e}"),
-                    "edit and save the action again",
-                )
-            })?;
+        let config: RunJavascriptConfig = step.saved_config()?;
         let timeout = config
             .timeout_ms
             .map_or(self.default_timeout, Duration::from_millis)

@@ -61,6 +61,18 @@ impl StepContext<'_> {
     pub fn idempotency_key(&self) -> String {
         self.step_id.to_string()
     }
+
+    /// The action's saved config in its typed form; a config that no longer reads fails the
+    /// step as `validation`.
+    pub fn saved_config<T: serde::de::DeserializeOwned>(&self) -> Result<T, Failure> {
+        serde_json::from_value(self.config.clone()).map_err(|e| {
+            Failure::new(
+                flowline_core::status::ErrorCategory::Validation,
+                format!("the saved config is invalid: {e}"),
+                "edit and save the action again",
+            )
+        })
+    }
 }
 
 /// Opens secrets by name for one workspace.

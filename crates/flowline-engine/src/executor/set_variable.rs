@@ -66,14 +66,7 @@ pub fn coerce(value: Value, target: VariableType) -> Result<Value, String> {
 #[async_trait]
 impl Executor for SetVariable {
     async fn execute(&self, step: &StepContext<'_>) -> Result<StepOutput, Failure> {
-        let config: SetVariableConfig =
-            serde_json::from_value(step.config.clone()).map_err(|e| {
-                Failure::new(
-                    ErrorCategory::Validation,
-                    format!("the saved config is invalid: {e}"),
-                    "edit and save the action again",
-                )
-            })?;
+        let config: SetVariableConfig = step.saved_config()?;
         let rendered = step
             .renderer
             .render_value("value", &config.value)
