@@ -46,6 +46,10 @@ pub struct EngineConfig {
     /// A workspace's smallest share of a claim when several have due steps; claims take the
     /// workspaces' oldest steps round-robin, so a busy workspace cannot starve the others.
     pub per_workspace_batch: u32,
+    /// How many steps of one run a worker goes on with in place, each handed to it claimed as
+    /// the step before ends, before the run's next step goes back through its queue and the fair
+    /// claim. 0: every step goes through the queue.
+    pub hand_on_steps: u32,
     /// How long a lease lasts unless renewed.
     pub lease: Duration,
     /// The safety-net poll when no wake-up comes.
@@ -106,6 +110,7 @@ impl Default for EngineConfig {
             ]),
             claim_batch: 50,
             per_workspace_batch: 10,
+            hand_on_steps: 16,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(2),
             rescue_interval: Duration::from_secs(5),

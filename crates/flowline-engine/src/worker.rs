@@ -9,8 +9,8 @@ use flowline_core::status::{ErrorCategory, Queue, StepStatus};
 use flowline_store::StoreError;
 use flowline_store::crm::RunPlanner;
 use flowline_store::execution::{
-    ClaimParams, ClaimedStep, FinishOutcome, FinishStep, FlowVersion, Next, StepResult,
-    VersionAction,
+    ClaimParams, ClaimedStep, FinishOutcome, FinishStep, FlowVersion, HandOn, HandedOn, Next,
+    StepResult, Variable, VersionAction,
 };
 use serde_json::{Map, Value, json};
 use tokio::sync::{Semaphore, watch};
@@ -46,7 +46,7 @@ pub(crate) async fn drain(engine: &Arc<Engine>) -> Result<usize, StoreError> {
             let mut tasks = JoinSet::new();
             for step in claimed {
                 let engine = engine.clone();
-                tasks.spawn(async move { run_step(&engine, step).await });
+                tasks.spawn(async move { run_step(&engine, step, None).await });
             }
             while let Some(joined) = tasks.join_next().await {
                 joined.map_err(|e| {
@@ -71,6 +71,32 @@ struct Tracked {
     in_flight: InFlight,
     id: StepId,
     token: Uuid,
+}
+
+impl Tracked {
+    /// Moves the in-flight entry (and its abort handle) from this step to the run's next one,
+    /// handed on to this task, so the heartbeat renews the new lease. `None` when the entry is
+    /// gone (`false`): the heartbeat has stopped this task's step and is about to abort it.
+    fn hand_on(&mut self, next: &ClaimedStep) -> bool {
+        let mut map = match self.in_flight.lock() {
+            Ok(map) => map,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let held = map
+            .get(&self.id)
+            .is_some_and(|(step, _)| step.lease_token == self.token);
+        if !held {
+            return false;
+        }
+        let Some((_, handle)) = map.remove(&self.id) else {
+            return false;
+        };
+        map.insert(next.id, (next.clone(), handle));
+        drop(map);
+        self.id = next.id;
+        self.token = next.lease_token;
+        true
+    }
 }
 
 impl Drop for Tracked {
@@ -180,7 +206,7 @@ async fn queue_loop(
                         let Ok(permit) = permits.clone().acquire_owned().await else {
                             break;
                         };
-                        let tracked = Tracked {
+                        let mut tracked = Tracked {
                             in_flight: in_flight.clone(),
                             id: step.id,
                             token: step.lease_token,
@@ -193,10 +219,40 @@ async fn queue_loop(
                             Ok(map) => map,
                             Err(poisoned) => poisoned.into_inner(),
                         };
+                        let shutdown = shutdown.clone();
                         let handle = tasks.spawn(async move {
-                            let id = step.id;
-                            if let Err(error) = run_step(&engine, step).await {
-                                tracing::warn!(%error, step = %id, "could not record a step's end; its lease will expire and it will be retried");
+                            let mut step = step;
+                            let mut streak = 0;
+                            loop {
+                                let id = step.id;
+                                // The run goes on here, in this slot, for a while: its next step
+                                // comes back claimed with this one's end, with no claim and no
+                                // wake-up between. Then it goes back through the fair queue.
+                                let offer = (streak < engine.config.hand_on_steps
+                                    && !*shutdown.borrow())
+                                .then(|| HandOn {
+                                    queue,
+                                    owner: engine.config.worker_id.clone(),
+                                    lease: engine.config.lease,
+                                });
+                                match run_step(&engine, step, offer).await {
+                                    // Unless being stopped (lease lost, run cancelled): the
+                                    // step handed on is then left to its lease, and the rescuer.
+                                    Ok(Some(next)) if tracked.hand_on(&next) => {
+                                        engine.metrics().inc(
+                                            "flowline_steps_handed_on_total",
+                                            "Steps handed, claimed, to the worker that ended their run's step before.",
+                                            &[("queue", queue.as_str())],
+                                        );
+                                        step = next;
+                                        streak += 1;
+                                    }
+                                    Ok(_) => break,
+                                    Err(error) => {
+                                        tracing::warn!(%error, step = %id, "could not record a step's end; its lease will expire and it will be retried");
+                                        break;
+                                    }
+                                }
                             }
                             drop(tracked);
                             drop(permit);
@@ -295,6 +351,7 @@ async fn heartbeat_loop(
                             error: failure.error.clone(),
                             next: Next::Fail(failure.error),
                         },
+                        hand_on: None,
                     })
                     .await;
             }
@@ -382,11 +439,13 @@ fn context(
     })
 }
 
-/// Runs one claimed step and records how it ended.
+/// Runs one claimed step and records how it ended. With `hand_on`, the run's next step may come
+/// back claimed for this worker to run at once.
 pub(crate) async fn run_step(
     engine: &Arc<Engine>,
     step: ClaimedStep,
-) -> Result<FinishOutcome, StoreError> {
+    hand_on: Option<HandOn>,
+) -> Result<Option<ClaimedStep>, StoreError> {
     use tracing::Instrument;
     // Every line logged while the step runs names its workspace, flow, run and step.
     let span = tracing::info_span!(
@@ -397,10 +456,14 @@ pub(crate) async fn run_step(
         step = %step.id,
         attempt = step.attempt,
     );
-    run_step_in(engine, step).instrument(span).await
+    run_step_in(engine, step, hand_on).instrument(span).await
 }
 
-async fn run_step_in(engine: &Arc<Engine>, step: ClaimedStep) -> Result<FinishOutcome, StoreError> {
+async fn run_step_in(
+    engine: &Arc<Engine>,
+    step: ClaimedStep,
+    hand_on: Option<HandOn>,
+) -> Result<Option<ClaimedStep>, StoreError> {
     tracing::debug!("step started");
     let began = std::time::Instant::now();
     let version = engine
@@ -425,7 +488,7 @@ async fn run_step_in(engine: &Arc<Engine>, step: ClaimedStep) -> Result<FinishOu
             next: Next::Fail(failure.error),
         };
         count(engine, "unknown", &result, began);
-        return finish(engine, &step, None, result).await;
+        return finish(engine, &step, None, result, None, variables).await;
     };
     engine.metrics().inc(
         "flowline_steps_started_total",
@@ -485,7 +548,7 @@ async fn run_step_in(engine: &Arc<Engine>, step: ClaimedStep) -> Result<FinishOu
                     match begun {
                         Ok(None) => {
                             tracing::warn!(step = %step.id, "the step's lease was lost before it ran");
-                            return Ok(FinishOutcome::LeaseLost);
+                            return Ok(None);
                         }
                         Err(error) => Err(internal(format!(
                             "the step's transaction could not begin: {error}"
@@ -514,7 +577,10 @@ async fn run_step_in(engine: &Arc<Engine>, step: ClaimedStep) -> Result<FinishOu
                                         output,
                                     );
                                     count(engine, action.action_type.as_str(), &result, began);
-                                    return tx.finish(report(&step, input, result)).await;
+                                    // The step's own transaction ends alone: its next step is
+                                    // queued, not handed on.
+                                    tx.finish(report(&step, input, result, None)).await?;
+                                    return Ok(None);
                                 }
                                 // Nothing of it is written; the failure is recorded on its own.
                                 Err(failure) => Err(failure),
@@ -574,7 +640,7 @@ async fn run_step_in(engine: &Arc<Engine>, step: ClaimedStep) -> Result<FinishOu
         }
     };
     count(engine, action.action_type.as_str(), &result, began);
-    finish(engine, &step, input, result).await
+    finish(engine, &step, input, result, hand_on, variables).await
 }
 
 /// Counts an attempt's end in the engine's metrics.
@@ -652,7 +718,12 @@ fn capped(output: Value) -> Value {
     json!({"truncated": true, "bytes": text.len(), "preview": &text[..end]})
 }
 
-fn report(step: &ClaimedStep, input: Option<Value>, result: StepResult) -> FinishStep {
+fn report(
+    step: &ClaimedStep,
+    input: Option<Value>,
+    result: StepResult,
+    hand_on: Option<HandOn>,
+) -> FinishStep {
     FinishStep {
         workspace_id: step.workspace_id,
         execution_id: step.execution_id,
@@ -660,7 +731,46 @@ fn report(step: &ClaimedStep, input: Option<Value>, result: StepResult) -> Finis
         lease_token: step.lease_token,
         input,
         result,
+        hand_on,
     }
+}
+
+/// The run's next step as handed on with `step`'s end: what a claim would have returned, from
+/// what this worker already holds (the run's variables are those it ended the step with).
+fn handed_on(
+    step: &ClaimedStep,
+    result: &StepResult,
+    variables: Vec<Variable>,
+    next: HandedOn,
+) -> Option<ClaimedStep> {
+    let (StepResult::Completed {
+        next: Next::Step(new),
+        ..
+    }
+    | StepResult::Failed {
+        next: Next::Step(new),
+        ..
+    }) = result
+    else {
+        return None;
+    };
+    Some(ClaimedStep {
+        id: next.step_id,
+        workspace_id: step.workspace_id,
+        execution_id: step.execution_id,
+        flow_id: step.flow_id,
+        flow_version: step.flow_version,
+        contact_id: step.contact_id,
+        trigger: step.trigger.clone(),
+        input: step.input.clone(),
+        step_count: step.step_count + 1,
+        action_id: new.action_id,
+        node_id: new.node_id.clone(),
+        attempt: 1,
+        max_attempts: new.max_attempts.max(1),
+        lease_token: next.lease_token,
+        variables,
+    })
 }
 
 /// A run that would queue more steps than its limit fails instead.
@@ -683,8 +793,10 @@ async fn finish(
     step: &ClaimedStep,
     input: Option<Value>,
     result: StepResult,
-) -> Result<FinishOutcome, StoreError> {
-    let report = report(step, input, result);
+    hand_on: Option<HandOn>,
+    variables: Vec<Variable>,
+) -> Result<Option<ClaimedStep>, StoreError> {
+    let report = report(step, input, result, hand_on);
     // A passing database fault must not throw away a finished step's result: the report is
     // retried (it is guarded by the lease token, so a report that did commit cannot apply twice)
     // while the heartbeat keeps the lease.
@@ -702,8 +814,12 @@ async fn finish(
             Err(error) => return Err(error),
         }
     };
-    if outcome == FinishOutcome::LeaseLost {
-        tracing::warn!(step = %step.id, "the step's lease was lost before it finished; its result was discarded");
+    match outcome {
+        FinishOutcome::LeaseLost => {
+            tracing::warn!(step = %step.id, "the step's lease was lost before it finished; its result was discarded");
+            Ok(None)
+        }
+        FinishOutcome::HandedOn(next) => Ok(handed_on(step, &report.result, variables, next)),
+        FinishOutcome::Applied | FinishOutcome::Cancelled => Ok(None),
     }
-    Ok(outcome)
 }

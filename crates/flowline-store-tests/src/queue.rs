@@ -9,8 +9,8 @@ use flowline_core::status::{
 };
 use flowline_store::Store;
 use flowline_store::execution::{
-    ClaimParams, ClaimedStep, FinishOutcome, FinishStep, NewExecution, NewStep, Next, StepError,
-    StepResult, Variable,
+    ClaimParams, ClaimedStep, FinishOutcome, FinishStep, HandOn, HandedOn, NewExecution, NewStep,
+    Next, StepError, StepResult, Variable,
 };
 use flowline_store::flow::{Flow, NewAction};
 use flowline_store::page::PageRequest;
@@ -145,6 +145,7 @@ fn done(step: &ClaimedStep, token: Uuid, result: StepResult) -> FinishStep {
         lease_token: token,
         input: Some(json!({"rendered": true})),
         result,
+        hand_on: None,
     }
 }
 
@@ -594,4 +595,212 @@ pub async fn runs_start_in_bulk_all_or_none(store: &dyn Store) {
         }
     }
     assert_eq!(total, 1_203, "nothing of the refused batches was written");
+}
+
+/// A step's end can hand the run's next step, claimed, to the worker that reported, when it is
+/// of the worker's queue: a lease like a claim's, renewed, rescued, cancelled and guarded alike.
+pub async fn a_next_step_is_handed_on_claimed_within_its_queue(store: &dyn Store) {
+    let (w, flow) = published(store, "acme").await;
+    let version = store.get_flow_version(w, flow.id, 1).await.unwrap();
+    let next = version
+        .actions
+        .iter()
+        .find(|a| a.node_id == "next")
+        .unwrap();
+    let then = || {
+        completed(Next::Step(NewStep {
+            action_id: next.id,
+            action_type: next.action_type,
+            node_id: "next".into(),
+            max_attempts: 2,
+        }))
+    };
+    let offer = |queue: Queue, lease: Duration| {
+        Some(HandOn {
+            queue,
+            owner: "test".into(),
+            lease,
+        })
+    };
+    let lease = Duration::from_secs(30);
+    let handed = |outcome: FinishOutcome| match outcome {
+        FinishOutcome::HandedOn(next) => next,
+        other => panic!("not handed on: {other:?}"),
+    };
+    let as_claimed = |step: &ClaimedStep, next: HandedOn| ClaimedStep {
+        id: next.step_id,
+        lease_token: next.lease_token,
+        ..step.clone()
+    };
+
+    // Handed on: running, its first attempt open, invisible to claims, renewed by heartbeats,
+    // and finished with its own token.
+    let execution = run(store, w, &flow, 3).await;
+    let first = store
+        .claim_steps(&claim(10, lease))
+        .await
+        .unwrap()
+        .remove(0);
+    let mut report = done(&first, first.lease_token, then());
+    report.hand_on = offer(Queue::Basic, lease);
+    let next_step = handed(store.finish_step(report).await.unwrap());
+    let detail = store.get_execution(w, execution.id).await.unwrap();
+    assert_eq!(detail.execution.step_count, 2);
+    assert_eq!(detail.steps[0].status, StepStatus::Completed);
+    assert_eq!(detail.steps[1].id, next_step.step_id);
+    assert_eq!(detail.steps[1].status, StepStatus::Running);
+    assert_eq!(
+        (detail.steps[1].attempt, detail.steps[1].max_attempts),
+        (1, 2)
+    );
+    assert_eq!(detail.steps[1].attempts.len(), 1);
+    assert!(detail.steps[1].attempts[0].finished_at.is_none());
+    assert_eq!(detail.variables.len(), 1);
+    assert!(
+        store
+            .claim_steps(&claim(10, lease))
+            .await
+            .unwrap()
+            .is_empty(),
+        "already held"
+    );
+    assert!(
+        store
+            .heartbeat_steps(&[(next_step.step_id, next_step.lease_token)], lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let second = as_claimed(&first, next_step);
+    assert_eq!(
+        store
+            .finish_step(done(&second, first.lease_token, completed(Next::Complete)))
+            .await
+            .unwrap(),
+        FinishOutcome::LeaseLost,
+        "the step before's token does not finish it"
+    );
+    assert_eq!(
+        store
+            .finish_step(done(&second, second.lease_token, completed(Next::Complete)))
+            .await
+            .unwrap(),
+        FinishOutcome::Applied
+    );
+    let detail = store.get_execution(w, execution.id).await.unwrap();
+    assert_eq!(
+        detail.execution.status,
+        flowline_core::status::ExecutionStatus::Completed
+    );
+    assert_eq!(detail.steps[1].status, StepStatus::Completed);
+    assert_eq!(
+        detail.steps[1].attempts[0].outcome.as_deref(),
+        Some("completed")
+    );
+
+    // A next step of another queue is queued as usual.
+    let execution = run(store, w, &flow, 3).await;
+    let first = store
+        .claim_steps(&claim(10, lease))
+        .await
+        .unwrap()
+        .remove(0);
+    let mut report = done(&first, first.lease_token, then());
+    report.hand_on = offer(Queue::Integration, lease);
+    assert_eq!(
+        store.finish_step(report).await.unwrap(),
+        FinishOutcome::Applied
+    );
+    let queued = store.claim_steps(&claim(10, lease)).await.unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(
+        (
+            queued[0].execution_id,
+            queued[0].attempt,
+            queued[0].step_count
+        ),
+        (execution.id, 1, 2)
+    );
+    store
+        .finish_step(done(
+            &queued[0],
+            queued[0].lease_token,
+            completed(Next::Complete),
+        ))
+        .await
+        .unwrap();
+
+    // A handed-on step whose worker vanished is rescued like a claimed one.
+    let execution = run(store, w, &flow, 3).await;
+    let first = store
+        .claim_steps(&claim(10, lease))
+        .await
+        .unwrap()
+        .remove(0);
+    let mut report = done(&first, first.lease_token, then());
+    report.hand_on = offer(Queue::Basic, Duration::ZERO);
+    let lost = handed(store.finish_step(report).await.unwrap());
+    assert_eq!(store.rescue_expired(100).await.unwrap(), 1);
+    let again = store
+        .claim_steps(&claim(10, lease))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!((again.id, again.attempt), (lost.step_id, 2));
+    assert_eq!(
+        store
+            .finish_step(done(
+                &as_claimed(&first, lost),
+                lost.lease_token,
+                completed(Next::Complete)
+            ))
+            .await
+            .unwrap(),
+        FinishOutcome::LeaseLost
+    );
+    store
+        .finish_step(done(&again, again.lease_token, completed(Next::Complete)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_execution(w, execution.id)
+            .await
+            .unwrap()
+            .execution
+            .status,
+        flowline_core::status::ExecutionStatus::Completed
+    );
+
+    // Cancelled while handed on: the heartbeat says so, and the report ends it cancelled.
+    let execution = run(store, w, &flow, 3).await;
+    let first = store
+        .claim_steps(&claim(10, lease))
+        .await
+        .unwrap()
+        .remove(0);
+    let mut report = done(&first, first.lease_token, then());
+    report.hand_on = offer(Queue::Basic, lease);
+    let next_step = handed(store.finish_step(report).await.unwrap());
+    store
+        .cancel_execution(w, &actor(), execution.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .heartbeat_steps(&[(next_step.step_id, next_step.lease_token)], lease)
+            .await
+            .unwrap(),
+        vec![next_step.step_id]
+    );
+    let second = as_claimed(&first, next_step);
+    assert_eq!(
+        store
+            .finish_step(done(&second, second.lease_token, completed(Next::Complete)))
+            .await
+            .unwrap(),
+        FinishOutcome::Cancelled
+    );
+    let detail = store.get_execution(w, execution.id).await.unwrap();
+    assert_eq!(detail.steps[1].status, StepStatus::Cancelled);
 }

@@ -8,15 +8,18 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use flowline_core::id::StepId;
 use flowline_core::status::{ErrorCategory, ExecutionStatus, StepStatus};
 use flowline_store::StoreResult;
-use flowline_store::execution::{FinishOutcome, FinishStep, NewStep, Next, StepResult, Variable};
+use flowline_store::execution::{
+    FinishOutcome, FinishStep, HandedOn, NewStep, Next, StepResult, Variable,
+};
 use sqlx::QueryBuilder;
 use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::backend::{Db, FOR_UPDATE, db_now};
-use crate::sql_execution::{QueuedStep, error_json, insert_steps, push_ids};
+use crate::sql_execution::{QueuedStep, StepLease, error_json, insert_steps, push_ids};
 use crate::sql_store::{Tx, db_error};
 
 /// How one report of a batch turns out, before anything is written.
@@ -286,6 +289,7 @@ pub(crate) async fn finish_steps(
         query.build().execute(&mut **tx).await.map_err(db_error)?;
     }
     // What the runs do next.
+    let mut handed_on: HashMap<StepId, HandedOn> = HashMap::new();
     let queued: Vec<(&FinishStep, &NewStep)> = nexts
         .iter()
         .filter_map(|(report, next)| match next {
@@ -308,18 +312,47 @@ pub(crate) async fn finish_steps(
             .into_iter()
             .map(|(run, action, occurrence)| ((run, action), occurrence))
             .collect();
+        // A next step of the reporting worker's own queue is handed to it claimed, when it asks:
+        // one lease token for all of them, as a claim has.
+        let token = Uuid::now_v7();
+        let leases: Vec<Option<StepLease>> = queued
+            .iter()
+            .map(|(report, step)| {
+                let offer = report.hand_on.as_ref()?;
+                (offer.queue == step.action_type.category().queue()).then(|| StepLease {
+                    owner: &offer.owner,
+                    token,
+                    expires: at
+                        + chrono::Duration::from_std(offer.lease)
+                            .unwrap_or(chrono::Duration::seconds(30)),
+                })
+            })
+            .collect();
         let steps: Vec<QueuedStep> = queued
             .iter()
-            .map(|(report, step)| QueuedStep {
+            .zip(&leases)
+            .map(|((report, step), lease)| QueuedStep {
                 workspace: report.workspace_id.0,
                 run: report.execution_id.0,
                 step,
                 occurrence: last
                     .get(&(report.execution_id.0, step.action_id.0))
                     .map_or(0, |o| o + 1),
+                lease: lease.as_ref(),
             })
             .collect();
-        insert_steps(tx, &steps, at).await?;
+        let ids = insert_steps(tx, &steps, at).await?;
+        for ((report, _), (id, lease)) in queued.iter().zip(ids.into_iter().zip(&leases)) {
+            if lease.is_some() {
+                handed_on.insert(
+                    report.step_id,
+                    HandedOn {
+                        step_id: id,
+                        lease_token: token,
+                    },
+                );
+            }
+        }
         let mut query = QueryBuilder::<Db>::new(
             "UPDATE flow_executions SET step_count = step_count + 1 WHERE id IN (",
         );
@@ -366,7 +399,11 @@ pub(crate) async fn finish_steps(
         .map(|plan| match plan {
             Planned::Lost => FinishOutcome::LeaseLost,
             Planned::Cancelled { .. } => FinishOutcome::Cancelled,
-            Planned::Applied { .. } => FinishOutcome::Applied,
+            Planned::Applied { report, .. } => handed_on
+                .get(&report.step_id)
+                .map_or(FinishOutcome::Applied, |next| {
+                    FinishOutcome::HandedOn(*next)
+                }),
         })
         .collect())
 }

@@ -342,6 +342,7 @@ pub(crate) async fn insert_step(
             run: execution.0,
             step,
             occurrence,
+            lease: None,
         }],
         at,
     )
@@ -382,9 +383,20 @@ pub(crate) struct QueuedStep<'a> {
     pub(crate) run: Uuid,
     pub(crate) step: &'a NewStep,
     pub(crate) occurrence: i32,
+    /// Claimed as it is written (handed on to the worker that ended the run's last step), or
+    /// `None` for pending.
+    pub(crate) lease: Option<&'a StepLease<'a>>,
 }
 
-/// Inserts pending steps, due at `at`, with one multi-row statement; returns their ids.
+/// The lease a step handed on is written with.
+pub(crate) struct StepLease<'a> {
+    pub(crate) owner: &'a str,
+    pub(crate) token: Uuid,
+    pub(crate) expires: DateTime<Utc>,
+}
+
+/// Inserts steps, due at `at`, with one multi-row statement; returns their ids. A step with a
+/// lease is written claimed, its first attempt open, as a claim at `at` would leave it.
 pub(crate) async fn insert_steps(
     tx: &mut Tx,
     steps: &[QueuedStep<'_>],
@@ -396,9 +408,11 @@ pub(crate) async fn insert_steps(
     let ids: Vec<StepId> = steps.iter().map(|_| StepId::new()).collect();
     let mut query = QueryBuilder::<Db>::new(
         "INSERT INTO action_executions (id, workspace_id, flow_execution_id, action_id, action_type, node_id, \
-         occurrence, status, queue, attempt, max_attempts, run_at, idempotency_key, created_at) ",
+         occurrence, status, queue, attempt, max_attempts, run_at, idempotency_key, created_at, \
+         lease_owner, lease_token, lease_expires_at, started_at) ",
     );
     query.push_values(steps.iter().zip(&ids), |mut row, (queued, id)| {
+        let lease = queued.lease;
         row.push_bind(id.0)
             .push_bind(queued.workspace)
             .push_bind(queued.run)
@@ -406,15 +420,43 @@ pub(crate) async fn insert_steps(
             .push_bind(queued.step.action_type.as_str())
             .push_bind(&queued.step.node_id)
             .push_bind(queued.occurrence)
-            .push_bind("pending")
+            .push_bind(if lease.is_some() {
+                "running"
+            } else {
+                "pending"
+            })
             .push_bind(queued.step.action_type.category().queue().as_str())
-            .push_bind(0)
+            .push_bind(i32::from(lease.is_some()))
             .push_bind(queued.step.max_attempts.max(1))
             .push_bind(at)
             .push_bind(id.to_string())
-            .push_bind(at);
+            .push_bind(at)
+            .push_bind(lease.map(|l| l.owner))
+            .push_bind(lease.map(|l| l.token))
+            .push_bind(lease.map(|l| l.expires))
+            .push_bind(lease.map(|_| at));
     });
     query.build().execute(&mut **tx).await.map_err(db_error)?;
+    let claimed: Vec<(StepId, Uuid)> = steps
+        .iter()
+        .zip(&ids)
+        .filter(|(queued, _)| queued.lease.is_some())
+        .map(|(queued, id)| (*id, queued.workspace))
+        .collect();
+    if !claimed.is_empty() {
+        let mut query = QueryBuilder::<Db>::new(
+            "INSERT INTO action_attempts (id, workspace_id, action_execution_id, attempt, started_at) ",
+        );
+        query.push_values(&claimed, |mut values, (id, workspace)| {
+            values
+                .push_bind(Uuid::now_v7())
+                .push_bind(*workspace)
+                .push_bind(id.0)
+                .push_bind(1)
+                .push_bind(at);
+        });
+        query.build().execute(&mut **tx).await.map_err(db_error)?;
+    }
     Ok(ids)
 }
 
@@ -520,6 +562,7 @@ pub(crate) async fn start_executions(
                     run: id.0,
                     step,
                     occurrence: 0,
+                    lease: None,
                 })
             })
             .collect();

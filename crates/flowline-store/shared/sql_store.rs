@@ -1919,6 +1919,7 @@ impl Store for StoreImpl {
         let queues_more = params.result.queues_work();
         let queue = params.result.next_queue();
         let outcome = self.write_finish(params).await?;
+        // A step handed on is already claimed: no other worker needs to look.
         if queues_more && outcome == FinishOutcome::Applied {
             self.notify_work(queue);
         }

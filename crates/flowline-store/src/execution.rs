@@ -373,6 +373,32 @@ pub struct FinishStep {
     pub input: Option<serde_json::Value>,
     /// How it ended.
     pub result: StepResult,
+    /// Asks for the run's next step to be handed to this worker at once, already claimed, when it
+    /// is of this queue: the worker goes on with the run without a claim of its own. The store
+    /// may decline (the step is then queued as usual); a step alone in its transaction is never
+    /// handed on.
+    pub hand_on: Option<HandOn>,
+}
+
+/// A worker's offer to go on with a run in place: see [`FinishStep::hand_on`].
+#[derive(Clone, Debug)]
+pub struct HandOn {
+    /// The queue whose slot the worker keeps: only a next step of this queue is handed on.
+    pub queue: flowline_core::status::Queue,
+    /// Who holds the next step (as a claim would record it).
+    pub owner: String,
+    /// How long its lease lasts unless renewed.
+    pub lease: std::time::Duration,
+}
+
+/// The run's next step, claimed for the worker that asked for it with [`FinishStep::hand_on`]:
+/// its first attempt is open and its lease is held under this token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HandedOn {
+    /// The next step.
+    pub step_id: StepId,
+    /// The lease token guarding every later write of it.
+    pub lease_token: Uuid,
 }
 
 /// What became of a report.
@@ -380,6 +406,9 @@ pub struct FinishStep {
 pub enum FinishOutcome {
     /// Written.
     Applied,
+    /// Written, and the run's next step handed to the worker that reported (see
+    /// [`FinishStep::hand_on`]).
+    HandedOn(HandedOn),
     /// The lease was lost (rescued, or taken by another worker): nothing was written.
     LeaseLost,
     /// The run was cancelled meanwhile: the step ends `cancelled`, nothing else is written.

@@ -43,6 +43,10 @@ pub struct Config {
     /// services' answers, so many in flight keep the group commits full (128: ~40% more signed
     /// webhook deliveries/s than 32 on SQLite, ~50% on PostgreSQL, see BENCHMARKS.md).
     pub concurrency_integration: usize,
+    /// How many steps of one run a worker goes on with in place (each handed to it claimed in
+    /// the transaction that ends the step before) before the run's next step goes back through
+    /// its queue and the fair claim; 0 sends every step through the queue.
+    pub hand_on_steps: u32,
     /// JavaScript sandbox processes at most (each runs one script at a time).
     pub sandbox_pool_size: usize,
     /// The longest deadline a script may have, in milliseconds (1 to 10,000).
@@ -118,6 +122,7 @@ impl Default for Config {
             concurrency_basic: 128,
             concurrency_advanced: 32,
             concurrency_integration: 128,
+            hand_on_steps: 16,
             sandbox_pool_size: 2,
             javascript_timeout_cap_ms: 10_000,
             javascript_memory_cap_mb: 128,
@@ -140,7 +145,7 @@ impl Default for Config {
 }
 
 /// The configuration keys, as `FLOWLINE_<KEY>` variables and TOML keys.
-const CONFIG_KEYS: [&str; 30] = [
+const CONFIG_KEYS: [&str; 31] = [
     "bind",
     "data_dir",
     "database_url",
@@ -154,6 +159,7 @@ const CONFIG_KEYS: [&str; 30] = [
     "concurrency_basic",
     "concurrency_advanced",
     "concurrency_integration",
+    "hand_on_steps",
     "sandbox_pool_size",
     "javascript_timeout_cap_ms",
     "javascript_memory_cap_mb",
@@ -226,6 +232,10 @@ impl Config {
             "concurrency_* must be 1 to 1024"
         );
         anyhow::ensure!(
+            self.hand_on_steps <= 1_000,
+            "hand_on_steps must be 0 to 1000"
+        );
+        anyhow::ensure!(
             !self.bootstrap_workspace_name.trim().is_empty(),
             "bootstrap_workspace_name must not be empty"
         );
@@ -288,6 +298,7 @@ impl Config {
             ]
             .into(),
             lease,
+            hand_on_steps: self.hand_on_steps,
             rescue_interval: (lease / 3).max(std::time::Duration::from_millis(200)),
             step_limit: self.step_limit,
             sandbox_pool_size: self.sandbox_pool_size,

@@ -214,3 +214,63 @@ api_test! {
         }
     }
 }
+
+api_test! {
+    async fn steps_handed_on_in_place_are_queued_started_and_ended_like_any_other(app: TestApp) {
+        // Five steps in a row, run by real claiming loops that go on with a run in place for at
+        // most two steps before sending it back through the queue.
+        let flow = app
+            .post("/api/flows", &app.owner, json!({"name": "chain", "graph": {"nodes": [{"id": "n", "position": {"x": 0, "y": 0}}], "edges": []}}))
+            .await
+            .expect(201);
+        let flow = flow["id"].as_str().unwrap().to_owned();
+        for i in 0..5 {
+            app.post(&format!("/api/actions/flows/{flow}"), &app.owner,
+                json!({"nodeId": "n", "actionType": "set_variable", "actionConfig": {"name": format!("v{i}"), "type": "number", "value": format!("{{{{ {i} + 1 }}}}")}}))
+                .await
+                .expect(201);
+        }
+        app.post(&format!("/api/flows/{flow}/publish"), &app.owner, json!({})).await.expect(200);
+        let engine = flowline_engine::Engine::new(
+            app.store.clone(),
+            flowline_engine::EngineConfig { hand_on_steps: 2, ..app.config.clone() },
+        );
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let workers = engine.spawn_workers(stopped);
+        let mut all = Stream::open(&app, &app.owner, "", None).await.unwrap();
+        let run = start(&app, &flow).await;
+        let events = all.until_completed(&run).await;
+        stop.send(true).unwrap();
+        for worker in workers {
+            worker.await.unwrap();
+        }
+
+        let detail = app.get(&format!("/api/executions/{run}"), &app.owner).await.expect(200);
+        let steps = detail["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 5);
+        for step in steps {
+            assert_eq!(step["status"], "completed", "{step}");
+            assert_eq!(step["attempt"], 1, "{step}");
+            assert_eq!(step["attempts"].as_array().unwrap().len(), 1, "{step}");
+            let seen: Vec<(&str, i64)> = events
+                .iter()
+                .filter(|(_, e)| e["type"] == "step.status" && e["stepId"] == step["id"])
+                .map(|(_, e)| (e["status"].as_str().unwrap(), e["attempt"].as_i64().unwrap()))
+                .collect();
+            assert_eq!(seen, vec![("pending", 0), ("running", 1), ("completed", 1)], "{step}");
+        }
+        let vars = &detail["variables"];
+        let values: Vec<i64> = (0..5)
+            .map(|i| {
+                vars.as_array().unwrap().iter().find(|v| v["name"] == format!("v{i}")).unwrap()["value"].as_i64().unwrap()
+            })
+            .collect();
+        assert_eq!(values, vec![1, 2, 3, 4, 5]);
+        // Steps 2 and 3 were handed on; step 4 went back through the queue, and 5 was handed on.
+        let metrics = engine.metrics().render(&[]);
+        assert!(
+            metrics.lines().any(|l| l == r#"flowline_steps_handed_on_total{queue="basic"} 3"#),
+            "{metrics}"
+        );
+    }
+}
