@@ -124,7 +124,7 @@ impl PgStore {
             .await
             .map_err(db_error)?;
         let (finisher, reports) = tokio::sync::mpsc::channel(4096);
-        tokio::spawn(crate::finisher::run(pool.clone(), reports));
+        crate::finisher::spawn(pool.clone(), reports);
         Ok(Self {
             pool,
             work: Arc::new(watch::Sender::new(WorkSignal::default())),

