@@ -79,6 +79,10 @@ pub struct PgStore {
     finisher: tokio::sync::mpsc::Sender<crate::finisher::Report>,
 }
 
+/// Prepared statements a connection keeps: the batched statements come in a few sizes each
+/// (`sql_execution::padded`), a few hundred texts in all with the API's.
+const STATEMENT_CACHE: usize = 512;
+
 /// The channel processes tell each other of new work on.
 const WORK_CHANNEL: &str = "flowline_work";
 
@@ -86,10 +90,12 @@ const WORK_CHANNEL: &str = "flowline_work";
 /// unless the URL names an `application_name` itself, and run without JIT compilation:
 /// Flowline's statements are short, and a claim whose estimated cost crosses `jit_above_cost` (a
 /// `LIMIT` the planner cannot see, a large queue) spent 150–250 ms compiling what runs in 2 ms.
+/// Each connection keeps up to [`STATEMENT_CACHE`] prepared statements.
 fn options(url: &str) -> StoreResult<PgConnectOptions> {
     let options = PgConnectOptions::from_str(url)
         .map_err(db_error)?
-        .options([("jit", "off")]);
+        .options([("jit", "off")])
+        .statement_cache_capacity(STATEMENT_CACHE);
     if options.get_application_name().is_some() {
         return Ok(options);
     }

@@ -106,6 +106,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
             .busy_timeout(settings.busy_timeout)
+            // The batched statements come in a few sizes each (`sql_execution::padded`): a few
+            // hundred texts in all with the API's, each prepared once per connection.
+            .statement_cache_capacity(512)
             .synchronous(if settings.synchronous_normal {
                 SqliteSynchronous::Normal
             } else {

@@ -48,6 +48,7 @@ macro_rules! conformance_suite {
             claims_are_fair_across_workspaces,
             a_lone_workspace_fills_the_batch,
             a_next_step_is_handed_on_claimed_within_its_queue,
+            step_ends_reported_at_once_each_take_effect,
             runs_start_in_bulk_all_or_none,
             heartbeats_report_lost_leases_and_cancelled_runs,
             a_retry_later_waits_for_its_time,

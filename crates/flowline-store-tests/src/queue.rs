@@ -804,3 +804,120 @@ pub async fn a_next_step_is_handed_on_claimed_within_its_queue(store: &dyn Store
     let detail = store.get_execution(w, execution.id).await.unwrap();
     assert_eq!(detail.steps[1].status, StepStatus::Cancelled);
 }
+
+/// Step ends reported at once, as a busy worker's are, are written together (in one batch where
+/// the backend batches) and each takes its own effect.
+pub async fn step_ends_reported_at_once_each_take_effect(store: &dyn Store) {
+    use flowline_core::status::ExecutionStatus;
+    let (w, flow) = published(store, "acme").await;
+    let version = store.get_flow_version(w, flow.id, 1).await.unwrap();
+    let next = version
+        .actions
+        .iter()
+        .find(|a| a.node_id == "next")
+        .unwrap();
+    let then = || {
+        completed(Next::Step(NewStep {
+            action_id: next.id,
+            action_type: next.action_type,
+            node_id: "next".into(),
+            max_attempts: 2,
+        }))
+    };
+    let error = StepError {
+        category: ErrorCategory::Upstream,
+        severity: Severity::Low,
+        retryable: true,
+        message: "503".into(),
+        suggestion: "wait".into(),
+    };
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        runs.push(run(store, w, &flow, 3).await.id);
+    }
+    let lease = Duration::from_secs(30);
+    let claimed = store.claim_steps(&claim(10, lease)).await.unwrap();
+    assert_eq!(claimed.len(), 5);
+    let step_of = |i: usize| {
+        claimed
+            .iter()
+            .find(|s| s.execution_id == runs[i])
+            .unwrap()
+            .clone()
+    };
+    let (s0, s1, s2, s3, s4) = (step_of(0), step_of(1), step_of(2), step_of(3), step_of(4));
+    let mut handing = done(&s0, s0.lease_token, then());
+    handing.hand_on = Some(HandOn {
+        queue: Queue::Basic,
+        owner: "test".into(),
+        lease,
+    });
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let (o0, o1, o2, o3, o4) = tokio::join!(
+        store.finish_step(handing),
+        store.finish_step(done(&s1, s1.lease_token, then())),
+        store.finish_step(done(&s2, s2.lease_token, completed(Next::Complete))),
+        store.finish_step(done(
+            &s3,
+            s3.lease_token,
+            StepResult::Failed {
+                status: StepStatus::Failed,
+                error: error.clone(),
+                next: Next::Fail(error.clone()),
+            },
+        )),
+        store.finish_step(done(
+            &s4,
+            s4.lease_token,
+            StepResult::RetryLater {
+                error: error.clone(),
+                run_at: later,
+            },
+        )),
+    );
+    let handed = match o0.unwrap() {
+        FinishOutcome::HandedOn(next) => next,
+        other => panic!("not handed on: {other:?}"),
+    };
+    for outcome in [o1, o2, o3, o4] {
+        assert_eq!(outcome.unwrap(), FinishOutcome::Applied);
+    }
+    let detail = |i: usize| store.get_execution(w, runs[i]);
+    let d = detail(0).await.unwrap();
+    assert_eq!(
+        (d.execution.status, d.execution.step_count),
+        (ExecutionStatus::Running, 2)
+    );
+    assert_eq!(
+        (d.steps[1].id, d.steps[1].status),
+        (handed.step_id, StepStatus::Running)
+    );
+    let d = detail(1).await.unwrap();
+    assert_eq!(d.steps[0].status, StepStatus::Completed);
+    assert_eq!(
+        (d.steps[1].status, d.steps[1].max_attempts),
+        (StepStatus::Pending, 2)
+    );
+    assert_eq!(d.variables.len(), 1);
+    let d = detail(2).await.unwrap();
+    assert_eq!(d.execution.status, ExecutionStatus::Completed);
+    assert_eq!(d.steps.len(), 1);
+    let d = detail(3).await.unwrap();
+    assert_eq!(d.execution.status, ExecutionStatus::Failed);
+    assert_eq!(d.execution.error, Some(error.clone()));
+    assert_eq!(d.steps[0].status, StepStatus::Failed);
+    assert!(d.variables.is_empty());
+    let d = detail(4).await.unwrap();
+    assert_eq!(d.execution.status, ExecutionStatus::Running);
+    assert_eq!(
+        (d.steps[0].status, d.steps[0].attempt),
+        (StepStatus::Pending, 1)
+    );
+    assert_eq!(d.steps[0].attempts[0].outcome.as_deref(), Some("failed"));
+    // Only run 1's next step is due: the handed-on step is held, the retry waits.
+    let due = store.claim_steps(&claim(10, lease)).await.unwrap();
+    assert_eq!(
+        due.iter().map(|s| s.execution_id).collect::<Vec<_>>(),
+        vec![runs[1]]
+    );
+}

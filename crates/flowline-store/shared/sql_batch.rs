@@ -19,7 +19,9 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::backend::{Db, FOR_UPDATE, db_now};
-use crate::sql_execution::{QueuedStep, StepLease, error_json, insert_steps, push_ids};
+use crate::sql_execution::{
+    INSERT_ROWS, QueuedStep, StepLease, error_json, insert_steps, padded_rows, push_ids,
+};
 use crate::sql_store::{Tx, db_error};
 
 /// How one report of a batch turns out, before anything is written.
@@ -230,16 +232,16 @@ pub(crate) async fn finish_steps(
         let mut query = QueryBuilder::<Db>::new(
             "WITH v(id, status, input, output, error, category, finished_at, run_at, keeps_error) AS (",
         );
-        query.push_values(&ends, |mut row, end| {
-            row.push_bind(end.id)
-                .push_bind(end.status)
-                .push_bind(end.input.map(Json))
-                .push_bind(end.output.map(Json))
-                .push_bind(end.error.clone())
-                .push_bind(end.category)
-                .push_bind(end.finished_at)
-                .push_bind(end.run_at)
-                .push_bind(end.keeps_error);
+        query.push_values(padded_rows(ends.iter()), |mut row, end| {
+            row.push_bind(end.map(|e| e.id))
+                .push_bind(end.map(|e| e.status))
+                .push_bind(end.and_then(|e| e.input.map(Json)))
+                .push_bind(end.and_then(|e| e.output.map(Json)))
+                .push_bind(end.and_then(|e| e.error.clone()))
+                .push_bind(end.and_then(|e| e.category))
+                .push_bind(end.and_then(|e| e.finished_at))
+                .push_bind(end.and_then(|e| e.run_at))
+                .push_bind(end.map(|e| e.keeps_error));
         });
         query.push(
             ") UPDATE action_executions SET status = v.status, input = COALESCE(v.input, action_executions.input), \
@@ -252,11 +254,11 @@ pub(crate) async fn finish_steps(
         );
         query.build().execute(&mut **tx).await.map_err(db_error)?;
         let mut query = QueryBuilder::<Db>::new("WITH v(step, attempt, outcome, error) AS (");
-        query.push_values(&attempts, |mut row, a| {
-            row.push_bind(a.step)
-                .push_bind(a.attempt)
-                .push_bind(a.outcome)
-                .push_bind(a.error.clone());
+        query.push_values(padded_rows(attempts.iter()), |mut row, a| {
+            row.push_bind(a.map(|a| a.step))
+                .push_bind(a.map(|a| a.attempt))
+                .push_bind(a.map(|a| a.outcome))
+                .push_bind(a.and_then(|a| a.error.clone()));
         });
         query.push(") UPDATE action_attempts SET finished_at = ");
         query.push_bind(at);
@@ -271,17 +273,19 @@ pub(crate) async fn finish_steps(
             "INSERT INTO action_variables (id, workspace_id, flow_execution_id, name, type, value, \
              set_by_action_execution_id, created_at, updated_at) ",
         );
-        query.push_values(&variables, |mut row, (report, variable)| {
-            row.push_bind(Uuid::now_v7())
-                .push_bind(report.workspace_id.0)
-                .push_bind(report.execution_id.0)
-                .push_bind(&variable.name)
-                .push_bind(variable.variable_type.as_str())
-                .push_bind(Json(&variable.value))
-                .push_bind(report.step_id.0)
-                .push_bind(at)
-                .push_bind(at);
+        query.push(INSERT_ROWS.0);
+        query.push_values(padded_rows(variables.iter()), |mut row, written| {
+            row.push_bind(written.map(|_| Uuid::now_v7()))
+                .push_bind(written.map(|(report, _)| report.workspace_id.0))
+                .push_bind(written.map(|(report, _)| report.execution_id.0))
+                .push_bind(written.map(|(_, variable)| &variable.name))
+                .push_bind(written.map(|(_, variable)| variable.variable_type.as_str()))
+                .push_bind(written.map(|(_, variable)| Json(&variable.value)))
+                .push_bind(written.map(|(report, _)| report.step_id.0))
+                .push_bind(written.map(|_| at))
+                .push_bind(written.map(|_| at));
         });
+        query.push(INSERT_ROWS.1);
         query.push(
             " ON CONFLICT (flow_execution_id, name) DO UPDATE SET type = excluded.type, value = excluded.value, \
              set_by_action_execution_id = excluded.set_by_action_execution_id, updated_at = excluded.updated_at",
@@ -383,8 +387,9 @@ pub(crate) async fn finish_steps(
         .collect();
     if !failed.is_empty() {
         let mut query = QueryBuilder::<Db>::new("WITH v(id, error) AS (");
-        query.push_values(&failed, |mut row, (id, error)| {
-            row.push_bind(*id).push_bind(error.clone());
+        query.push_values(padded_rows(failed.iter()), |mut row, run| {
+            row.push_bind(run.map(|(id, _)| *id))
+                .push_bind(run.map(|(_, error)| error.clone()));
         });
         query.push(
             ") UPDATE flow_executions SET status = 'failed', error = v.error, finished_at = ",

@@ -411,31 +411,30 @@ pub(crate) async fn insert_steps(
          occurrence, status, queue, attempt, max_attempts, run_at, idempotency_key, created_at, \
          lease_owner, lease_token, lease_expires_at, started_at) ",
     );
-    query.push_values(steps.iter().zip(&ids), |mut row, (queued, id)| {
-        let lease = queued.lease;
-        row.push_bind(id.0)
-            .push_bind(queued.workspace)
-            .push_bind(queued.run)
-            .push_bind(queued.step.action_id.0)
-            .push_bind(queued.step.action_type.as_str())
-            .push_bind(&queued.step.node_id)
-            .push_bind(queued.occurrence)
-            .push_bind(if lease.is_some() {
-                "running"
-            } else {
-                "pending"
-            })
-            .push_bind(queued.step.action_type.category().queue().as_str())
-            .push_bind(i32::from(lease.is_some()))
-            .push_bind(queued.step.max_attempts.max(1))
-            .push_bind(at)
-            .push_bind(id.to_string())
-            .push_bind(at)
+    query.push(INSERT_ROWS.0);
+    query.push_values(padded_rows(steps.iter().zip(&ids)), |mut row, step| {
+        let lease = step.and_then(|(queued, _)| queued.lease);
+        let claimed = step.map(|_| lease.is_some());
+        row.push_bind(step.map(|(_, id)| id.0))
+            .push_bind(step.map(|(queued, _)| queued.workspace))
+            .push_bind(step.map(|(queued, _)| queued.run))
+            .push_bind(step.map(|(queued, _)| queued.step.action_id.0))
+            .push_bind(step.map(|(queued, _)| queued.step.action_type.as_str()))
+            .push_bind(step.map(|(queued, _)| &queued.step.node_id))
+            .push_bind(step.map(|(queued, _)| queued.occurrence))
+            .push_bind(claimed.map(|c| if c { "running" } else { "pending" }))
+            .push_bind(step.map(|(queued, _)| queued.step.action_type.category().queue().as_str()))
+            .push_bind(claimed.map(i32::from))
+            .push_bind(step.map(|(queued, _)| queued.step.max_attempts.max(1)))
+            .push_bind(step.map(|_| at))
+            .push_bind(step.map(|(_, id)| id.to_string()))
+            .push_bind(step.map(|_| at))
             .push_bind(lease.map(|l| l.owner))
             .push_bind(lease.map(|l| l.token))
             .push_bind(lease.map(|l| l.expires))
             .push_bind(lease.map(|_| at));
     });
+    query.push(INSERT_ROWS.1);
     query.build().execute(&mut **tx).await.map_err(db_error)?;
     let claimed: Vec<(StepId, Uuid)> = steps
         .iter()
@@ -447,14 +446,16 @@ pub(crate) async fn insert_steps(
         let mut query = QueryBuilder::<Db>::new(
             "INSERT INTO action_attempts (id, workspace_id, action_execution_id, attempt, started_at) ",
         );
-        query.push_values(&claimed, |mut values, (id, workspace)| {
+        query.push(INSERT_ROWS.0);
+        query.push_values(padded_rows(claimed.iter()), |mut values, step| {
             values
-                .push_bind(Uuid::now_v7())
-                .push_bind(*workspace)
-                .push_bind(id.0)
-                .push_bind(1)
-                .push_bind(at);
+                .push_bind(step.map(|_| Uuid::now_v7()))
+                .push_bind(step.map(|(_, workspace)| *workspace))
+                .push_bind(step.map(|(id, _)| id.0))
+                .push_bind(step.map(|_| 1))
+                .push_bind(step.map(|_| at));
         });
+        query.push(INSERT_ROWS.1);
         query.build().execute(&mut **tx).await.map_err(db_error)?;
     }
     Ok(ids)
@@ -1419,14 +1420,16 @@ pub(crate) async fn complete_claim(
     let mut query = QueryBuilder::<Db>::new(
         "INSERT INTO action_attempts (id, workspace_id, action_execution_id, attempt, started_at) ",
     );
-    query.push_values(&rows, |mut values, row| {
+    query.push(INSERT_ROWS.0);
+    query.push_values(padded_rows(rows.iter()), |mut values, row| {
         values
-            .push_bind(Uuid::now_v7())
-            .push_bind(row.workspace_id)
-            .push_bind(row.id)
-            .push_bind(row.attempt)
-            .push_bind(at);
+            .push_bind(row.map(|_| Uuid::now_v7()))
+            .push_bind(row.map(|r| r.workspace_id))
+            .push_bind(row.map(|r| r.id))
+            .push_bind(row.map(|r| r.attempt))
+            .push_bind(row.map(|_| at));
     });
+    query.push(INSERT_ROWS.1);
     query.push(" ON CONFLICT (action_execution_id, attempt) DO NOTHING");
     query.build().execute(&mut **tx).await.map_err(db_error)?;
     // The runs' variables come with the claim, so a worker needs no read of its own. A run
@@ -1490,11 +1493,74 @@ pub(crate) async fn complete_claim(
     Ok(claimed)
 }
 
-/// `id1, id2, …)` as bound parameters, closing an `IN (` list.
+/// `id1, id2, …)` as bound parameters, closing an `IN (` list; padded with `NULL`s (which match
+/// nothing) to [`padded`] entries, so lists of many lengths share one statement text.
 pub(crate) fn push_ids(query: &mut QueryBuilder<Db>, ids: &[Uuid]) {
     let mut list = query.separated(", ");
     for id in ids {
         list.push_bind(*id);
     }
+    for _ in ids.len()..padded(ids.len()) {
+        list.push_bind(None::<Uuid>);
+    }
     query.push(")");
+}
+
+/// The rows a multi-row statement is written for: `rows` rounded up to a power of two. Batches
+/// of every size then share a few statement texts, which each connection prepares (and
+/// PostgreSQL plans) once and reuses, instead of parsing a new text, often thousands of
+/// characters long, for every batch.
+pub(crate) fn padded(rows: usize) -> usize {
+    rows.max(1).next_power_of_two()
+}
+
+/// `rows`, then `None`s up to [`padded`] rows: a padding row binds a `NULL` of each column's
+/// type, and statements skip rows whose first column is `NULL` (an `UPDATE … FROM` by joining
+/// on it, an insert through [`INSERT_ROWS`]).
+pub(crate) fn padded_rows<T>(
+    rows: impl ExactSizeIterator<Item = T>,
+) -> impl Iterator<Item = Option<T>> {
+    let padding = padded(rows.len()) - rows.len();
+    rows.map(Some)
+        .chain(std::iter::repeat_with(|| None).take(padding))
+}
+
+/// What goes around padded `VALUES` in an `INSERT`: `INSERT INTO t (…) {0} VALUES … {1}`.
+pub(crate) const INSERT_ROWS: (&str, &str) =
+    ("SELECT * FROM (", ") AS v WHERE v.column1 IS NOT NULL");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_padded_to_a_power_of_two_with_typed_nulls() {
+        assert_eq!(
+            (0..=9).map(padded).collect::<Vec<_>>(),
+            vec![1, 1, 2, 4, 4, 8, 8, 8, 8, 16]
+        );
+        let rows: Vec<Option<&i32>> = padded_rows([1, 2, 3, 4, 5].iter()).collect();
+        assert_eq!(
+            rows,
+            vec![
+                Some(&1),
+                Some(&2),
+                Some(&3),
+                Some(&4),
+                Some(&5),
+                None,
+                None,
+                None
+            ]
+        );
+        // Lists of 5 to 8 ids are one statement text.
+        let text = |n: usize| {
+            let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+            let mut query = QueryBuilder::<Db>::new("SELECT 1 WHERE x IN (");
+            push_ids(&mut query, &ids);
+            query.sql().to_owned()
+        };
+        assert_eq!(text(5), text(8));
+        assert_ne!(text(8), text(9));
+    }
 }
