@@ -303,19 +303,6 @@ pub(crate) async fn finish_steps(
         .collect();
     if !queued.is_empty() {
         let runs: Vec<Uuid> = queued.iter().map(|(r, _)| r.execution_id.0).collect();
-        let mut query = QueryBuilder::<Db>::new(
-            "SELECT flow_execution_id, action_id, MAX(occurrence) FROM action_executions WHERE flow_execution_id IN (",
-        );
-        push_ids(&mut query, &runs);
-        query.push(" GROUP BY flow_execution_id, action_id");
-        let last: HashMap<(Uuid, Uuid), i32> = query
-            .build_query_as::<(Uuid, Uuid, i32)>()
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(db_error)?
-            .into_iter()
-            .map(|(run, action, occurrence)| ((run, action), occurrence))
-            .collect();
         // A next step of the reporting worker's own queue is handed to it claimed, when it asks:
         // one lease token for all of them, as a claim has.
         let token = Uuid::now_v7();
@@ -339,9 +326,6 @@ pub(crate) async fn finish_steps(
                 workspace: report.workspace_id.0,
                 run: report.execution_id.0,
                 step,
-                occurrence: last
-                    .get(&(report.execution_id.0, step.action_id.0))
-                    .map_or(0, |o| o + 1),
                 lease: lease.as_ref(),
             })
             .collect();

@@ -327,21 +327,12 @@ pub(crate) async fn insert_step(
     step: &NewStep,
     at: DateTime<Utc>,
 ) -> StoreResult<StepId> {
-    let occurrence: i32 = sqlx::query_scalar(
-        "SELECT COALESCE(MAX(occurrence) + 1, 0) FROM action_executions WHERE flow_execution_id = $1 AND action_id = $2",
-    )
-    .bind(execution.0)
-    .bind(step.action_id.0)
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(db_error)?;
     let ids = insert_steps(
         tx,
         &[QueuedStep {
             workspace: workspace.0,
             run: execution.0,
             step,
-            occurrence,
             lease: None,
         }],
         at,
@@ -376,13 +367,12 @@ pub(crate) async fn start_execution(
     start_in(tx, workspace, params).await
 }
 
-/// A pending step to insert: its workspace, run, what to run, and which occurrence of its action
-/// in the run it is.
+/// A step to insert: its workspace, run, and what to run. It is the next occurrence of its action
+/// in the run.
 pub(crate) struct QueuedStep<'a> {
     pub(crate) workspace: Uuid,
     pub(crate) run: Uuid,
     pub(crate) step: &'a NewStep,
-    pub(crate) occurrence: i32,
     /// Claimed as it is written (handed on to the worker that ended the run's last step), or
     /// `None` for pending.
     pub(crate) lease: Option<&'a StepLease<'a>>,
@@ -395,8 +385,10 @@ pub(crate) struct StepLease<'a> {
     pub(crate) expires: DateTime<Utc>,
 }
 
-/// Inserts steps, due at `at`, with one multi-row statement; returns their ids. A step with a
-/// lease is written claimed, its first attempt open, as a claim at `at` would leave it.
+/// Inserts steps, due at `at`, with one multi-row statement; returns their ids. Each is the next
+/// occurrence of its action in its run (found by the statement, one index seek each; a run has
+/// one step queued at a time). A step with a lease is written claimed, its first attempt open,
+/// as a claim at `at` would leave it.
 pub(crate) async fn insert_steps(
     tx: &mut Tx,
     steps: &[QueuedStep<'_>],
@@ -408,10 +400,11 @@ pub(crate) async fn insert_steps(
     let ids: Vec<StepId> = steps.iter().map(|_| StepId::new()).collect();
     let mut query = QueryBuilder::<Db>::new(
         "INSERT INTO action_executions (id, workspace_id, flow_execution_id, action_id, action_type, node_id, \
-         occurrence, status, queue, attempt, max_attempts, run_at, idempotency_key, created_at, \
-         lease_owner, lease_token, lease_expires_at, started_at) ",
+         status, queue, attempt, max_attempts, run_at, idempotency_key, created_at, \
+         lease_owner, lease_token, lease_expires_at, started_at, occurrence) \
+         SELECT v.*, (SELECT COALESCE(MAX(o.occurrence) + 1, 0) FROM action_executions o \
+                      WHERE o.flow_execution_id = v.column3 AND o.action_id = v.column4) FROM (",
     );
-    query.push(INSERT_ROWS.0);
     query.push_values(padded_rows(steps.iter().zip(&ids)), |mut row, step| {
         let lease = step.and_then(|(queued, _)| queued.lease);
         let claimed = step.map(|_| lease.is_some());
@@ -421,7 +414,6 @@ pub(crate) async fn insert_steps(
             .push_bind(step.map(|(queued, _)| queued.step.action_id.0))
             .push_bind(step.map(|(queued, _)| queued.step.action_type.as_str()))
             .push_bind(step.map(|(queued, _)| &queued.step.node_id))
-            .push_bind(step.map(|(queued, _)| queued.occurrence))
             .push_bind(claimed.map(|c| if c { "running" } else { "pending" }))
             .push_bind(step.map(|(queued, _)| queued.step.action_type.category().queue().as_str()))
             .push_bind(claimed.map(i32::from))
@@ -562,7 +554,6 @@ pub(crate) async fn start_executions(
                     workspace: workspace.0,
                     run: id.0,
                     step,
-                    occurrence: 0,
                     lease: None,
                 })
             })
