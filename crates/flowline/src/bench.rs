@@ -492,38 +492,32 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
 
     let workers = Workers::start(&engine, args.workers, url.as_deref(), &key_text)?;
     let started = Instant::now();
+    let started_at = chrono::Utc::now();
     let mut peak_rss = 0f64;
-    loop {
-        let done = match args.sample {
-            // Runs end in claim order: once the last sampled run has, the sample is done.
-            Some(sample) => {
-                let last = store.get_execution(workspace, ids[sample - 1]).await?;
-                if last.execution.status.is_finished() {
-                    sample
-                } else {
-                    0
-                }
-            }
-            None => completed_runs(&*store, workspace, flow.id, args.executions).await?,
+    // The run ends when its last run does, as that run's row says: polling reads one run until
+    // then (listing every run as the workers go would take the database from them), and the
+    // poll's interval does not count.
+    let ended = loop {
+        // Runs end about in claim order, which is start order.
+        let last = ids[measured_runs - 1];
+        let (done, ended) = match store.get_execution(workspace, last).await?.execution {
+            run if !run.status.is_finished() => (0, None),
+            run if args.sample.is_some() => (measured_runs, run.finished_at),
+            _ => completed_runs(&*store, workspace, flow.id, args.executions).await?,
         };
         peak_rss = peak_rss.max(workers.peak_rss_mb());
         if progress {
-            let width = 40;
-            let filled = done * width / measured_runs;
             eprint!(
-                "\r[{}{}] {done}/{} runs, {:.1}s   ",
-                "#".repeat(filled),
-                ".".repeat(width - filled),
-                measured_runs,
+                "\r{done}/{measured_runs} runs finished, {:.1}s   ",
                 started.elapsed().as_secs_f64()
             );
         }
-        if done >= measured_runs {
-            break;
+        match ended {
+            Some(ended) if done >= measured_runs => break ended,
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    };
+    let seconds = ((ended - started_at).num_microseconds().unwrap_or(0) as f64 / 1e6).max(1e-3);
     let steps_per_second = total_steps as f64 / seconds;
     let (failed, durations) = match args.sample {
         // Most of the backlog is still pending: every 100th sampled run is read back instead.
@@ -702,7 +696,11 @@ async fn unsaturated(
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    while completed_runs(store, workspace, flow.id, ids.len()).await? < ids.len() {
+    while completed_runs(store, workspace, flow.id, ids.len())
+        .await?
+        .0
+        < ids.len()
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (mut latencies, mut durations) = (Vec::new(), Vec::new());
@@ -757,24 +755,25 @@ async fn failed_runs(
     }
 }
 
-/// How many of the flow's runs finished (counted page by page, newest first).
+/// How many of the flow's runs finished, and when the last of them did (counted page by page,
+/// newest first).
 async fn completed_runs(
     store: &dyn Store,
     workspace: flowline_core::id::WorkspaceId,
     flow: flowline_core::id::FlowId,
     expected: usize,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<(usize, Option<chrono::DateTime<chrono::Utc>>)> {
     let mut done = 0;
+    let mut last = None;
     let mut seen = 0;
     let mut page = PageRequest::first(200);
     loop {
         let batch = store.list_executions(workspace, flow, page).await?;
         seen += batch.items.len();
-        done += batch
-            .items
-            .iter()
-            .filter(|e| e.status == ExecutionStatus::Completed || e.status.is_finished())
-            .count();
+        for run in batch.items.iter().filter(|e| e.status.is_finished()) {
+            done += 1;
+            last = last.max(run.finished_at);
+        }
         match batch.next_cursor {
             Some(cursor) if seen < expected => {
                 page = PageRequest {
@@ -782,7 +781,7 @@ async fn completed_runs(
                     cursor: Some(cursor),
                 }
             }
-            _ => return Ok(done),
+            _ => return Ok((done, last)),
         }
     }
 }
