@@ -75,8 +75,8 @@ struct Tracked {
 
 impl Tracked {
     /// Moves the in-flight entry (and its abort handle) from this step to the run's next one,
-    /// handed on to this task, so the heartbeat renews the new lease. `None` when the entry is
-    /// gone (`false`): the heartbeat has stopped this task's step and is about to abort it.
+    /// handed on to this task, so the heartbeat renews the new lease. `false` when the entry is
+    /// gone: the heartbeat has stopped this task's step and is about to abort it.
     fn hand_on(&mut self, next: &ClaimedStep) -> bool {
         let mut map = match self.in_flight.lock() {
             Ok(map) => map,
