@@ -274,3 +274,121 @@ api_test! {
         );
     }
 }
+
+/// A published flow of `steps` set_variable steps in a row, in the workspace `token` belongs to.
+async fn chain(app: &TestApp, token: &str, steps: usize) -> String {
+    let flow = app
+        .post("/api/flows", token, json!({"name": "chain", "graph": {"nodes": [{"id": "n", "position": {"x": 0, "y": 0}}], "edges": []}}))
+        .await
+        .expect(201);
+    let flow = flow["id"].as_str().unwrap().to_owned();
+    for i in 0..steps {
+        app.post(&format!("/api/actions/flows/{flow}"), token,
+            json!({"nodeId": "n", "actionType": "set_variable", "actionConfig": {"name": format!("v{i}"), "type": "number", "value": i}}))
+            .await
+            .expect(201);
+    }
+    app.post(&format!("/api/flows/{flow}/publish"), token, json!({}))
+        .await
+        .expect(200);
+    flow
+}
+
+/// With two slots held by a busy workspace's two long runs, how many of their steps end between
+/// a quiet workspace's one step being queued and its start, when runs go on in place for at most
+/// `hand_on_steps` steps.
+async fn steps_before_the_quiet_one(
+    app: &TestApp,
+    hand_on_steps: u32,
+    long: &str,
+    quiet: (&str, &str),
+) -> usize {
+    use flowline_core::id::{ExecutionId, WorkspaceId};
+    let mut config = flowline_engine::EngineConfig {
+        hand_on_steps,
+        ..app.config.clone()
+    };
+    config
+        .concurrency
+        .insert(flowline_core::status::Queue::Basic, 2);
+    let engine = flowline_engine::Engine::new(app.store.clone(), config);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers = engine.spawn_workers(stopped);
+    let mut busy = Stream::open(app, &app.owner, "", None).await.unwrap();
+    let runs = [start(app, long).await, start(app, long).await];
+    // Both runs hold a slot once one of their steps has ended.
+    loop {
+        if let Frame::Event { data, .. } = busy.frame().await
+            && data["type"] == "step.status"
+            && data["status"] == "completed"
+        {
+            break;
+        }
+    }
+    let (quiet_flow, quiet_token) = quiet;
+    let quiet_run = start_as(app, quiet_flow, quiet_token).await;
+    let mut theirs = Stream::open(app, quiet_token, "", Some("0-0"))
+        .await
+        .unwrap();
+    theirs.until_completed(&quiet_run).await;
+    stop.send(true).unwrap();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let id = |run: &str| -> ExecutionId { run.parse().unwrap() };
+    let quiet_workspace: WorkspaceId = app
+        .get(&format!("/api/executions/{quiet_run}"), quiet_token)
+        .await
+        .expect(200)["workspaceId"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let step = app
+        .store
+        .get_execution(quiet_workspace, id(&quiet_run))
+        .await
+        .unwrap()
+        .steps
+        .remove(0);
+    let (queued, started) = (step.created_at, step.started_at.unwrap());
+    let mut between = 0;
+    for run in &runs {
+        for step in app
+            .store
+            .get_execution(app.workspace, id(run))
+            .await
+            .unwrap()
+            .steps
+        {
+            if step.finished_at.is_some_and(|t| t > queued && t <= started) {
+                between += 1;
+            }
+        }
+    }
+    between
+}
+
+async fn start_as(app: &TestApp, flow: &str, token: &str) -> String {
+    let run = app
+        .post(&format!("/api/flows/{flow}/executions"), token, json!({}))
+        .await
+        .expect(202);
+    run["id"].as_str().unwrap().to_owned()
+}
+
+api_test! {
+    async fn a_run_goes_back_through_the_fair_queue_after_its_steps_in_place(app: TestApp) {
+        let (_, other) = app.other_workspace().await;
+        let long = chain(&app, &app.owner, 40).await;
+        let quiet = chain(&app, &other, 1).await;
+        // Runs go on in place for three steps at most: the quiet workspace's step is claimed as
+        // soon as one of the long runs returns to the queue, after at most four of its steps
+        // (and as many of the other's, running beside it).
+        let capped = steps_before_the_quiet_one(&app, 3, &long, (&quiet, &other)).await;
+        assert!(capped <= 12, "{capped} steps of the busy workspace ended first");
+        // Without the cap, it waits for a whole long run (40 steps, the other's beside them).
+        let uncapped = steps_before_the_quiet_one(&app, 1_000, &long, (&quiet, &other)).await;
+        assert!(uncapped >= 20, "only {uncapped} steps of the busy workspace ended first");
+    }
+}
