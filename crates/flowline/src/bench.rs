@@ -368,7 +368,9 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
             (Arc::new(store), Backend::Postgres(db), "postgresql")
         }
         None => {
-            let settings = SqliteSettings::new(scratch_dir.path().join("bench.db"));
+            let mut settings = SqliteSettings::new(scratch_dir.path().join("bench.db"));
+            settings.synchronous_normal =
+                config.sqlite_synchronous == crate::config::SqliteSynchronous::Normal;
             let store = SqliteStore::open(&settings).await?;
             store.migrate().await?;
             (Arc::new(store), Backend::Sqlite, "sqlite")
@@ -588,6 +590,7 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
         "latencyMs": {"p50": measured(&latencies, 50.0), "p95": measured(&latencies, 95.0), "p99": measured(&latencies, 99.0)},
         "peakRssMb": peak_rss,
         "flushesPerSecond": flushes,
+        "sqliteSynchronous": (url.is_none()).then_some(config.sqlite_synchronous),
     });
     if args.json {
         println!("{result}");
