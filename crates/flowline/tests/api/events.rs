@@ -380,7 +380,7 @@ async fn start_as(app: &TestApp, flow: &str, token: &str) -> String {
 api_test! {
     async fn a_run_goes_back_through_the_fair_queue_after_its_steps_in_place(app: TestApp) {
         let (_, other) = app.other_workspace().await;
-        let long = chain(&app, &app.owner, 60).await;
+        let long = chain(&app, &app.owner, 100).await;
         let quiet = chain(&app, &other, 1).await;
         // Runs go on in place for three steps at most: the quiet workspace's step is claimed as
         // soon as one of the long runs returns to the queue, after at most four of its steps and
@@ -389,8 +389,8 @@ api_test! {
         // two lanes may win the long runs one more turn. Seen: 2 to 10.)
         let capped = steps_before_the_quiet_one(&app, 3, &long, (&quiet, &other)).await;
         assert!(capped <= 24, "{capped} steps of the busy workspace ended first");
-        // Without the cap, it waits for a whole long run (60 steps, the other's beside them;
-        // seen: 110 to 120).
+        // Without the cap, it waits for a whole long run (100 steps, the other's beside them;
+        // seen: about 200).
         let uncapped = steps_before_the_quiet_one(&app, 1_000, &long, (&quiet, &other)).await;
         assert!(uncapped >= 50, "only {uncapped} steps of the busy workspace ended first");
     }
