@@ -597,24 +597,28 @@ pub async fn runs_start_in_bulk_all_or_none(store: &dyn Store) {
     assert_eq!(total, 1_203, "nothing of the refused batches was written");
 }
 
-/// A step's end can hand the run's next step, claimed, to the worker that reported, when it is
-/// of the worker's queue: a lease like a claim's, renewed, rescued, cancelled and guarded alike.
-pub async fn a_next_step_is_handed_on_claimed_within_its_queue(store: &dyn Store) {
-    let (w, flow) = published(store, "acme").await;
+/// The `next` node's step, as a step ending in `start` queues it.
+async fn next_step(store: &dyn Store, w: WorkspaceId, flow: &Flow) -> NewStep {
     let version = store.get_flow_version(w, flow.id, 1).await.unwrap();
     let next = version
         .actions
         .iter()
         .find(|a| a.node_id == "next")
         .unwrap();
-    let then = || {
-        completed(Next::Step(NewStep {
-            action_id: next.id,
-            action_type: next.action_type,
-            node_id: "next".into(),
-            max_attempts: 2,
-        }))
-    };
+    NewStep {
+        action_id: next.id,
+        action_type: next.action_type,
+        node_id: "next".into(),
+        max_attempts: 2,
+    }
+}
+
+/// A step's end can hand the run's next step, claimed, to the worker that reported, when it is
+/// of the worker's queue: a lease like a claim's, renewed, rescued, cancelled and guarded alike.
+pub async fn a_next_step_is_handed_on_claimed_within_its_queue(store: &dyn Store) {
+    let (w, flow) = published(store, "acme").await;
+    let next = next_step(store, w, &flow).await;
+    let then = || completed(Next::Step(next.clone()));
     let offer = |queue: Queue, lease: Duration| {
         Some(HandOn {
             queue,
@@ -810,20 +814,8 @@ pub async fn a_next_step_is_handed_on_claimed_within_its_queue(store: &dyn Store
 pub async fn step_ends_reported_at_once_each_take_effect(store: &dyn Store) {
     use flowline_core::status::ExecutionStatus;
     let (w, flow) = published(store, "acme").await;
-    let version = store.get_flow_version(w, flow.id, 1).await.unwrap();
-    let next = version
-        .actions
-        .iter()
-        .find(|a| a.node_id == "next")
-        .unwrap();
-    let then = || {
-        completed(Next::Step(NewStep {
-            action_id: next.id,
-            action_type: next.action_type,
-            node_id: "next".into(),
-            max_attempts: 2,
-        }))
-    };
+    let next = next_step(store, w, &flow).await;
+    let then = || completed(Next::Step(next.clone()));
     let error = StepError {
         category: ErrorCategory::Upstream,
         severity: Severity::Low,

@@ -428,29 +428,52 @@ pub(crate) async fn insert_steps(
     });
     query.push(INSERT_ROWS.1);
     query.build().execute(&mut **tx).await.map_err(db_error)?;
-    let claimed: Vec<(StepId, Uuid)> = steps
+    let claimed: Vec<OpenAttempt> = steps
         .iter()
         .zip(&ids)
         .filter(|(queued, _)| queued.lease.is_some())
-        .map(|(queued, id)| (*id, queued.workspace))
+        .map(|(queued, id)| OpenAttempt {
+            step: id.0,
+            workspace: queued.workspace,
+            attempt: 1,
+        })
         .collect();
-    if !claimed.is_empty() {
-        let mut query = QueryBuilder::<Db>::new(
-            "INSERT INTO action_attempts (id, workspace_id, action_execution_id, attempt, started_at) ",
-        );
-        query.push(INSERT_ROWS.0);
-        query.push_values(padded_rows(claimed.iter()), |mut values, step| {
-            values
-                .push_bind(step.map(|_| Uuid::now_v7()))
-                .push_bind(step.map(|(_, workspace)| *workspace))
-                .push_bind(step.map(|(id, _)| id.0))
-                .push_bind(step.map(|_| 1))
-                .push_bind(step.map(|_| at));
-        });
-        query.push(INSERT_ROWS.1);
-        query.build().execute(&mut **tx).await.map_err(db_error)?;
-    }
+    open_attempts(tx, &claimed, at).await?;
     Ok(ids)
+}
+
+/// An attempt a claim (or a hand-on) starts.
+pub(crate) struct OpenAttempt {
+    pub(crate) step: Uuid,
+    pub(crate) workspace: Uuid,
+    pub(crate) attempt: i32,
+}
+
+/// Opens `attempts`, started at `at`, in one statement; an attempt already open is left as it is.
+async fn open_attempts(
+    tx: &mut Tx,
+    attempts: &[OpenAttempt],
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    let mut query = QueryBuilder::<Db>::new(
+        "INSERT INTO action_attempts (id, workspace_id, action_execution_id, attempt, started_at) ",
+    );
+    query.push(INSERT_ROWS.0);
+    query.push_values(padded_rows(attempts.iter()), |mut values, opened| {
+        values
+            .push_bind(opened.map(|_| Uuid::now_v7()))
+            .push_bind(opened.map(|o| o.workspace))
+            .push_bind(opened.map(|o| o.step))
+            .push_bind(opened.map(|o| o.attempt))
+            .push_bind(opened.map(|_| at));
+    });
+    query.push(INSERT_ROWS.1);
+    query.push(" ON CONFLICT (action_execution_id, attempt) DO NOTHING");
+    query.build().execute(&mut **tx).await.map_err(db_error)?;
+    Ok(())
 }
 
 /// The most runs one statement of [`start_executions`] writes: 15 bound values each stays far
@@ -1408,21 +1431,15 @@ pub(crate) async fn complete_claim(
         push_ids(&mut query, &starting);
         query.build().execute(&mut **tx).await.map_err(db_error)?;
     }
-    let mut query = QueryBuilder::<Db>::new(
-        "INSERT INTO action_attempts (id, workspace_id, action_execution_id, attempt, started_at) ",
-    );
-    query.push(INSERT_ROWS.0);
-    query.push_values(padded_rows(rows.iter()), |mut values, row| {
-        values
-            .push_bind(row.map(|_| Uuid::now_v7()))
-            .push_bind(row.map(|r| r.workspace_id))
-            .push_bind(row.map(|r| r.id))
-            .push_bind(row.map(|r| r.attempt))
-            .push_bind(row.map(|_| at));
-    });
-    query.push(INSERT_ROWS.1);
-    query.push(" ON CONFLICT (action_execution_id, attempt) DO NOTHING");
-    query.build().execute(&mut **tx).await.map_err(db_error)?;
+    let opened: Vec<OpenAttempt> = rows
+        .iter()
+        .map(|row| OpenAttempt {
+            step: row.id,
+            workspace: row.workspace_id,
+            attempt: row.attempt,
+        })
+        .collect();
+    open_attempts(tx, &opened, at).await?;
     // The runs' variables come with the claim, so a worker needs no read of its own. A run
     // whose only step is this one has none yet.
     let with_variables: Vec<Uuid> = runs
