@@ -109,6 +109,10 @@ impl SqliteStore {
             // The batched statements come in a few sizes each (`sql_execution::padded`): a few
             // hundred texts in all with the API's, each prepared once per connection.
             .statement_cache_capacity(512)
+            // A batch statement's journal (to undo it alone) and its temporary tables stay in
+            // memory instead of files created and deleted in /var/tmp (about one per group
+            // commit; 10% of step throughput).
+            .pragma("temp_store", "memory")
             .synchronous(if settings.synchronous_normal {
                 SqliteSynchronous::Normal
             } else {
