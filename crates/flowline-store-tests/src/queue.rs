@@ -912,4 +912,64 @@ pub async fn step_ends_reported_at_once_each_take_effect(store: &dyn Store) {
         due.iter().map(|s| s.execution_id).collect::<Vec<_>>(),
         vec![runs[1]]
     );
+    // Renewing a lease changes no status and writes no event.
+    store
+        .heartbeat_steps(&[(handed.step_id, handed.lease_token)], lease)
+        .await
+        .unwrap();
+    // Each step's events, in order, as statements over many rows wrote them: one per status
+    // change and nothing else; a run's own events only when its status changed.
+    let expected: [&[(usize, &str, i32)]; 5] = [
+        &[
+            (0, "pending", 0),
+            (0, "running", 1),
+            (0, "completed", 1),
+            (1, "pending", 0),
+            (1, "running", 1),
+        ],
+        &[
+            (0, "pending", 0),
+            (0, "running", 1),
+            (0, "completed", 1),
+            (1, "pending", 0),
+            (1, "running", 1),
+        ],
+        &[(0, "pending", 0), (0, "running", 1), (0, "completed", 1)],
+        &[(0, "pending", 0), (0, "running", 1), (0, "failed", 1)],
+        &[(0, "pending", 0), (0, "running", 1), (0, "pending", 1)],
+    ];
+    for (i, expected) in expected.iter().enumerate() {
+        let d = detail(i).await.unwrap();
+        let events = store
+            .events_after(w, Default::default(), None, Some(runs[i]), 100)
+            .await
+            .unwrap();
+        let steps: Vec<(usize, &str, i32)> = events
+            .iter()
+            .filter(|e| e.kind == "step.status")
+            .map(|e| {
+                let index = d
+                    .steps
+                    .iter()
+                    .position(|s| Some(s.id) == e.step_id)
+                    .unwrap();
+                (index, e.status.as_str(), e.attempt.unwrap())
+            })
+            .collect();
+        assert_eq!(&steps, expected, "run {i}");
+        let statuses: Vec<&str> = events
+            .iter()
+            .filter(|e| e.kind == "execution.status")
+            .map(|e| e.status.as_str())
+            .collect();
+        assert!(
+            statuses.windows(2).all(|pair| pair[0] != pair[1]),
+            "run {i}: {statuses:?}"
+        );
+        assert_eq!(
+            statuses.last().copied(),
+            Some(d.execution.status.as_str()),
+            "run {i}"
+        );
+    }
 }
