@@ -176,12 +176,23 @@ async fn three_workers_assign_a_thousand_contacts_round_robin_exactly_once_throu
     }
 
     let mut c = PgConnection::connect(db.url()).await.unwrap();
+    // Should a run have failed, its steps' errors say why.
+    let failures: Vec<String> = sqlx::query_scalar(
+        "SELECT concat(action_type, ' attempt ', attempt, ': ', error::text) FROM action_executions \
+         WHERE status NOT IN ('completed', 'pending') ORDER BY id LIMIT 5",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
     for (what, sql, expected) in ledger(RUNS as i64) {
         let got: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .fetch_one(&mut c)
             .await
             .unwrap();
-        assert_eq!(got, expected, "{what}");
+        assert_eq!(
+            got, expected,
+            "{what}; steps that did not complete: {failures:#?}"
+        );
     }
     let per_agent: Vec<i64> =
         sqlx::query_scalar("SELECT count(*) FROM assignments GROUP BY agent_id ORDER BY count(*)")
