@@ -185,11 +185,18 @@ impl PgStore {
     }
 }
 
+/// The settings that name a transaction's workspace (`$1`), as a select list. The role again, per
+/// transaction: a connection whose session role was reset (a pooler in transaction mode, DISCARD
+/// ALL) must still never run as its owner.
+macro_rules! workspace_settings {
+    () => {
+        "set_config('role', 'flowline_app', true), set_config('flowline.workspace_id', $1, true)"
+    };
+}
+
 /// Names the transaction's workspace; row-level security shows it nothing else.
 pub(crate) async fn enter_workspace(tx: &mut Tx, workspace: WorkspaceId) -> StoreResult<()> {
-    // The role again, per transaction: a connection whose session role was reset (a pooler in
-    // transaction mode, DISCARD ALL) must still never run as its owner.
-    sqlx::query("SELECT set_config('role', 'flowline_app', true), set_config('flowline.workspace_id', $1, true)")
+    sqlx::query(concat!("SELECT ", workspace_settings!()))
         .bind(workspace.to_string())
         .execute(&mut **tx)
         .await
@@ -220,7 +227,25 @@ macro_rules! plan_by_keys {
          set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"
     };
 }
-pub(crate) use plan_by_keys;
+
+/// [`enter_workspace`] for a transaction of the engine's hot path, which also plans by keys
+/// ([`plan_by_keys`]): both in one round trip.
+pub(crate) async fn enter_workspace_by_keys(
+    tx: &mut Tx,
+    workspace: WorkspaceId,
+) -> StoreResult<()> {
+    sqlx::query(concat!(
+        "SELECT ",
+        workspace_settings!(),
+        ", ",
+        plan_by_keys!()
+    ))
+    .bind(workspace.to_string())
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
 
 /// The database's clock, which leases are measured by.
 pub(crate) async fn db_now(tx: &mut Tx) -> StoreResult<DateTime<Utc>> {

@@ -18,7 +18,7 @@ use flowline_store::execution::{FinishOutcome, FinishStep};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::backend::{enter_workspace, plan_by_keys};
+use crate::backend::{enter_workspace, enter_workspace_by_keys};
 use crate::sql_batch::finish_steps;
 use crate::sql_execution::finish_step;
 use crate::sql_store::db_error;
@@ -93,11 +93,7 @@ async fn together(
     group: &[Report],
 ) -> StoreResult<Vec<FinishOutcome>> {
     let mut tx = pool.begin().await.map_err(db_error)?;
-    enter_workspace(&mut tx, workspace).await?;
-    sqlx::query(concat!("SELECT ", plan_by_keys!()))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+    enter_workspace_by_keys(&mut tx, workspace).await?;
     let reports: Vec<&FinishStep> = group.iter().map(|(report, _)| report).collect();
     let outcomes = finish_steps(&mut tx, &reports).await?;
     tx.commit().await.map_err(db_error)?;
