@@ -35,7 +35,8 @@ pub struct Config {
     pub step_limit: i32,
     /// Steps of the basic queue running at once in this process. Basic steps do little but
     /// wait for their group commit, so many in flight make larger commits (128: ~35% more steps/s
-    /// than 32 on SQLite, ~70% on PostgreSQL, see BENCHMARKS.md).
+    /// than 32 on SQLite, ~70% on PostgreSQL; 1024: ~40% more than 128 on PostgreSQL, the same
+    /// on SQLite; see BENCHMARKS.md).
     pub concurrency_basic: usize,
     /// Steps of the advanced queue running at once in this process.
     pub concurrency_advanced: usize,
@@ -119,7 +120,7 @@ impl Default for Config {
             bootstrap_workspace_name: "Default workspace".to_owned(),
             lease_ms: 30_000,
             step_limit: 1_000,
-            concurrency_basic: 128,
+            concurrency_basic: 1024,
             concurrency_advanced: 32,
             concurrency_integration: 128,
             hand_on_steps: 16,
@@ -228,8 +229,8 @@ impl Config {
                 self.concurrency_integration
             ]
             .iter()
-            .all(|c| (1..=1024).contains(c)),
-            "concurrency_* must be 1 to 1024"
+            .all(|c| (1..=4096).contains(c)),
+            "concurrency_* must be 1 to 4096"
         );
         anyhow::ensure!(
             self.hand_on_steps <= 1_000,
