@@ -104,7 +104,7 @@ impl Default for EngineConfig {
         Self {
             worker_id: format!("{}-{}", hostname(), std::process::id()),
             concurrency: HashMap::from([
-                (Queue::Basic, 1024),
+                (Queue::Basic, 128),
                 (Queue::Advanced, 32),
                 (Queue::Integration, 128),
             ]),

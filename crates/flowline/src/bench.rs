@@ -451,6 +451,11 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
             .await?;
     }
     let mut engine_config = config.engine();
+    // `--database-url` picks the backend here, not the configuration's `database_url`.
+    engine_config.concurrency.insert(
+        flowline_core::status::Queue::Basic,
+        config.concurrency_basic(args.database_url.is_some()),
+    );
     engine_config.secret_key = Some(key);
     engine_config.outbound.allow.push("127.0.0.1/32".parse()?);
     let engine = Engine::new(store.clone(), engine_config);

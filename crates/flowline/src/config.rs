@@ -9,6 +9,15 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+/// Basic steps in flight per process on PostgreSQL by default: its finisher's batches grow with
+/// them, ~5,000 steps/s with 128 and ~7,200 with 1,024 on two cores, where its backends keep
+/// both cores busy.
+pub const BASIC_ON_POSTGRES: usize = 1024;
+/// Basic steps in flight per process on SQLite by default: its one writer is the limit, and 1,024
+/// did no better than 128, while the CRM steps that open their own transactions would queue eight
+/// times as deep for its connections and its write lock.
+pub const BASIC_ON_SQLITE: usize = 128;
+
 /// Everything the binary is configured with.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,11 +42,10 @@ pub struct Config {
     pub lease_ms: u64,
     /// The most steps one run may queue.
     pub step_limit: i32,
-    /// Steps of the basic queue running at once in this process. Basic steps do little but
-    /// wait for their group commit, so many in flight make larger commits (128: ~35% more steps/s
-    /// than 32 on SQLite, ~70% on PostgreSQL; 1024: ~40% more than 128 on PostgreSQL, the same
-    /// on SQLite; see BENCHMARKS.md).
-    pub concurrency_basic: usize,
+    /// Steps of the basic queue running at once in this process; unset, [`BASIC_ON_POSTGRES`]
+    /// on PostgreSQL and [`BASIC_ON_SQLITE`] on SQLite. Basic steps do little but wait for
+    /// their group commit, so many in flight make larger commits (see BENCHMARKS.md).
+    pub concurrency_basic: Option<usize>,
     /// Steps of the advanced queue running at once in this process.
     pub concurrency_advanced: usize,
     /// Steps of the integration queue running at once in this process. They wait on other
@@ -120,7 +128,7 @@ impl Default for Config {
             bootstrap_workspace_name: "Default workspace".to_owned(),
             lease_ms: 30_000,
             step_limit: 1_000,
-            concurrency_basic: 1024,
+            concurrency_basic: None,
             concurrency_advanced: 32,
             concurrency_integration: 128,
             hand_on_steps: 16,
@@ -224,7 +232,7 @@ impl Config {
         );
         anyhow::ensure!(
             [
-                self.concurrency_basic,
+                self.concurrency_basic.unwrap_or(1),
                 self.concurrency_advanced,
                 self.concurrency_integration
             ]
@@ -287,13 +295,25 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("smtp_security: {e}"))
     }
 
+    /// Basic steps in flight per process, on PostgreSQL or on SQLite.
+    pub fn concurrency_basic(&self, postgres: bool) -> usize {
+        self.concurrency_basic.unwrap_or(if postgres {
+            BASIC_ON_POSTGRES
+        } else {
+            BASIC_ON_SQLITE
+        })
+    }
+
     /// The engine's settings.
     pub fn engine(&self) -> flowline_engine::EngineConfig {
         use flowline_core::status::Queue;
         let lease = std::time::Duration::from_millis(self.lease_ms);
         flowline_engine::EngineConfig {
             concurrency: [
-                (Queue::Basic, self.concurrency_basic),
+                (
+                    Queue::Basic,
+                    self.concurrency_basic(self.database_url.is_some()),
+                ),
                 (Queue::Advanced, self.concurrency_advanced),
                 (Queue::Integration, self.concurrency_integration),
             ]
@@ -349,5 +369,38 @@ pub fn init_logging(config: &Config) {
     match config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowline_core::status::Queue;
+
+    #[test]
+    fn basic_steps_in_flight_follow_the_backend_unless_set() {
+        let sqlite = Config::default();
+        assert_eq!(sqlite.engine().concurrency[&Queue::Basic], BASIC_ON_SQLITE);
+        let postgres = Config {
+            database_url: Some("postgres://127.0.0.1/flowline".into()),
+            ..Config::default()
+        };
+        assert_eq!(
+            postgres.engine().concurrency[&Queue::Basic],
+            BASIC_ON_POSTGRES
+        );
+        let set = Config {
+            concurrency_basic: Some(64),
+            ..postgres
+        };
+        assert_eq!(set.engine().concurrency[&Queue::Basic], 64);
+        assert_eq!(set.concurrency_basic(false), 64);
+        let too_many = Config {
+            concurrency_basic: Some(5000),
+            ..Config::default()
+        };
+        Config::default().check().unwrap();
+        let refused = too_many.check().unwrap_err().to_string();
+        assert!(refused.contains("concurrency_"), "{refused}");
     }
 }
