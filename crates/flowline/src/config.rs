@@ -231,13 +231,10 @@ impl Config {
             "step_limit must be 1 to 100000"
         );
         anyhow::ensure!(
-            [
-                self.concurrency_basic.unwrap_or(1),
-                self.concurrency_advanced,
-                self.concurrency_integration
-            ]
-            .iter()
-            .all(|c| (1..=4096).contains(c)),
+            self.concurrency_basic
+                .iter()
+                .chain([&self.concurrency_advanced, &self.concurrency_integration])
+                .all(|c| (1..=4096).contains(c)),
             "concurrency_* must be 1 to 4096"
         );
         anyhow::ensure!(
