@@ -180,7 +180,7 @@ impl PgStore {
         None
     }
 
-    pub(crate) async fn begin(&self, _access: Access) -> StoreResult<Tx> {
+    pub(crate) async fn begin(&self, _access: Access) -> StoreResult<Tx<'static>> {
         self.pool.begin().await.map_err(db_error)
     }
 }
@@ -195,7 +195,7 @@ macro_rules! workspace_settings {
 }
 
 /// Names the transaction's workspace; row-level security shows it nothing else.
-pub(crate) async fn enter_workspace(tx: &mut Tx, workspace: WorkspaceId) -> StoreResult<()> {
+pub(crate) async fn enter_workspace(tx: &mut Tx<'_>, workspace: WorkspaceId) -> StoreResult<()> {
     sqlx::query(concat!("SELECT ", workspace_settings!()))
         .bind(workspace.to_string())
         .execute(&mut **tx)
@@ -205,7 +205,7 @@ pub(crate) async fn enter_workspace(tx: &mut Tx, workspace: WorkspaceId) -> Stor
 }
 
 /// Lets the transaction read the one token row whose hash it presents.
-pub(crate) async fn present_token(tx: &mut Tx, hash: &TokenHash) -> StoreResult<()> {
+pub(crate) async fn present_token(tx: &mut Tx<'_>, hash: &TokenHash) -> StoreResult<()> {
     let hex: String = hash.0.iter().map(|b| format!("{b:02x}")).collect();
     sqlx::query("SELECT set_config('role', 'flowline_app', true), set_config('flowline.token_hash', $1, true)")
         .bind(hex)
@@ -231,7 +231,7 @@ macro_rules! plan_by_keys {
 /// [`enter_workspace`] for a transaction of the engine's hot path, which also plans by keys
 /// ([`plan_by_keys`]): both in one round trip.
 pub(crate) async fn enter_workspace_by_keys(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
 ) -> StoreResult<()> {
     sqlx::query(concat!(
@@ -248,7 +248,7 @@ pub(crate) async fn enter_workspace_by_keys(
 }
 
 /// The database's clock, which leases are measured by.
-pub(crate) async fn db_now(tx: &mut Tx) -> StoreResult<DateTime<Utc>> {
+pub(crate) async fn db_now(tx: &mut Tx<'_>) -> StoreResult<DateTime<Utc>> {
     sqlx::query_scalar("SELECT date_trunc('microseconds', clock_timestamp())")
         .fetch_one(&mut **tx)
         .await
@@ -257,7 +257,7 @@ pub(crate) async fn db_now(tx: &mut Tx) -> StoreResult<DateTime<Utc>> {
 
 /// Lets the transaction see the queue across workspaces (claims, heartbeats, rescues): the
 /// row-level security policies of the run and step tables admit this scope and no other table's do.
-pub(crate) async fn enter_engine_scope(tx: &mut Tx) -> StoreResult<()> {
+pub(crate) async fn enter_engine_scope(tx: &mut Tx<'_>) -> StoreResult<()> {
     sqlx::query("SELECT set_config('role', 'flowline_app', true), set_config('flowline.scope', 'engine', true)")
         .execute(&mut **tx)
         .await
@@ -285,7 +285,7 @@ pub(crate) async fn enter_engine_scope(tx: &mut Tx) -> StoreResult<()> {
 /// alone). A claim lost in a crash only leaves its steps pending: whatever its worker did next is
 /// refused by the lease guard when it reports, and the step runs again, as after any lost lease.
 /// Step ends and every other change still wait for the disk.
-pub(crate) async fn claim(tx: &mut Tx, params: &ClaimParams) -> StoreResult<Vec<ClaimedStep>> {
+pub(crate) async fn claim(tx: &mut Tx<'_>, params: &ClaimParams) -> StoreResult<Vec<ClaimedStep>> {
     let (_, _, _, _, _, at): (String, String, String, String, String, DateTime<Utc>) =
         sqlx::query_as(concat!(
             "SELECT ",

@@ -13,8 +13,8 @@ use uuid::Uuid;
 use flowline_core::id::WorkspaceId;
 use flowline_core::token::TokenHash;
 use flowline_store::{StoreError, StoreResult};
-use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, SqlitePool};
 
 use flowline_core::status::Queue;
 use flowline_store::execution::{ClaimParams, ClaimedStep, FinishOutcome, FinishStep, WorkSignal};
@@ -53,6 +53,10 @@ pub(crate) fn json_text(column: &str, key: &str) -> String {
 }
 
 pub(crate) const FOR_UPDATE: &str = "";
+
+/// The write-ahead log's size, in pages, at which the writer checkpoints within its own commit:
+/// a backstop only, for when the background checkpoints (`writer::checkpoint`) fall behind.
+const WRITER_AUTOCHECKPOINT: u32 = 10_000;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -147,18 +151,32 @@ impl SqliteStore {
                     }
                 };
                 runtime.block_on(async move {
-                    let connected = SqlitePoolOptions::new()
-                        .max_connections(1)
-                        .min_connections(1)
-                        .connect_with(options)
+                    // Connections of their own, not a pool's: a pool would test each connection
+                    // on its way back with one more round trip, and hand it out again through
+                    // a task of its own, between any two batches.
+                    let checkpoints = options.connect().await.map_err(db_error);
+                    let writes = options
+                        .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT.to_string())
+                        .connect()
                         .await
                         .map_err(db_error);
-                    match connected {
-                        Ok(writer_pool) => {
+                    match (writes, checkpoints) {
+                        (Ok(writes), Ok(checkpoints)) => {
                             let _ = ready.send(Ok(()));
-                            crate::writer::run(writer_pool, jobs, waiting, writer_gate).await;
+                            let committed = Arc::new(tokio::sync::Notify::new());
+                            let writer = crate::writer::run(
+                                writes,
+                                jobs,
+                                waiting,
+                                writer_gate,
+                                committed.clone(),
+                            );
+                            tokio::select! {
+                                () = writer => {}
+                                () = crate::writer::checkpoint(checkpoints, committed) => {}
+                            }
                         }
-                        Err(error) => {
+                        (Err(error), _) | (_, Err(error)) => {
                             let _ = ready.send(Err(error));
                         }
                     }
@@ -220,7 +238,7 @@ impl SqliteStore {
     /// One process owns a SQLite file: there is nobody else to tell.
     pub(crate) fn signal_other_processes(&self, _queue: Option<Queue>) {}
 
-    pub(crate) async fn begin(&self, access: Access) -> StoreResult<Tx> {
+    pub(crate) async fn begin(&self, access: Access) -> StoreResult<Tx<'static>> {
         match access {
             Access::Read => self.pool.begin().await,
             Access::Write => {
@@ -235,22 +253,22 @@ impl SqliteStore {
 }
 
 /// Nothing to do: every query filters by workspace itself.
-pub(crate) async fn enter_workspace(_tx: &mut Tx, _workspace: WorkspaceId) -> StoreResult<()> {
+pub(crate) async fn enter_workspace(_tx: &mut Tx<'_>, _workspace: WorkspaceId) -> StoreResult<()> {
     Ok(())
 }
 
 /// Nothing to do: token rows are readable by hash.
-pub(crate) async fn present_token(_tx: &mut Tx, _hash: &TokenHash) -> StoreResult<()> {
+pub(crate) async fn present_token(_tx: &mut Tx<'_>, _hash: &TokenHash) -> StoreResult<()> {
     Ok(())
 }
 
 /// The clock leases are measured by: this process's (SQLite has one machine).
-pub(crate) async fn db_now(_tx: &mut Tx) -> StoreResult<DateTime<Utc>> {
+pub(crate) async fn db_now(_tx: &mut Tx<'_>) -> StoreResult<DateTime<Utc>> {
     Ok(now())
 }
 
 /// Nothing to do: there is no row-level security to widen.
-pub(crate) async fn enter_engine_scope(_tx: &mut Tx) -> StoreResult<()> {
+pub(crate) async fn enter_engine_scope(_tx: &mut Tx<'_>) -> StoreResult<()> {
     Ok(())
 }
 
@@ -260,7 +278,7 @@ pub(crate) async fn enter_engine_scope(_tx: &mut Tx) -> StoreResult<()> {
 /// only their few oldest due steps are ranked: the cost follows the number of workspaces, not
 /// the size of the backlog. Each workspace offers its fair share of the batch, and at least
 /// `per_workspace_limit` steps, so one busy workspace alone still fills a whole batch.
-pub(crate) async fn claim(tx: &mut Tx, params: &ClaimParams) -> StoreResult<Vec<ClaimedStep>> {
+pub(crate) async fn claim(tx: &mut Tx<'_>, params: &ClaimParams) -> StoreResult<Vec<ClaimedStep>> {
     let at = now();
     let expires =
         at + chrono::Duration::from_std(params.lease).unwrap_or(chrono::Duration::seconds(30));

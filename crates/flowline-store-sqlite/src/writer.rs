@@ -13,13 +13,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use sqlx::SqlitePool;
-use tokio::sync::{mpsc, oneshot};
+use sqlx::{Connection, SqliteConnection};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::backend::claim;
 use crate::sql_batch::finish_steps;
 use crate::sql_execution::finish_step;
 use crate::sql_store::{Tx, db_error};
+
+/// The shortest time between two background checkpoints.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 
 /// The most jobs one commit carries.
 const MAX_BATCH: usize = 512;
@@ -51,10 +54,11 @@ enum Done {
 
 /// Runs jobs until every sender is gone.
 pub(crate) async fn run(
-    pool: SqlitePool,
+    mut conn: SqliteConnection,
     mut jobs: mpsc::Receiver<Job>,
     waiting: Arc<AtomicUsize>,
     gate: Arc<tokio::sync::Mutex<()>>,
+    committed: Arc<Notify>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = jobs.recv().await {
@@ -67,10 +71,11 @@ pub(crate) async fn run(
             }
         }
         let turn = gate.lock().await;
-        let together = together(&pool, &batch).await;
+        let together = together(&mut conn, &batch).await;
         drop(turn);
         match together {
             Ok(results) => {
+                committed.notify_one();
                 for (job, result) in batch.drain(..).zip(results) {
                     reply(job, Ok(result));
                 }
@@ -79,24 +84,27 @@ pub(crate) async fn run(
                 tracing::warn!(%error, jobs = batch.len(), "a group commit failed; running its jobs one by one");
                 for job in batch.drain(..) {
                     let turn = gate.lock().await;
-                    let result = alone(&pool, &job).await;
+                    let result = alone(&mut conn, &job).await;
                     drop(turn);
                     reply(job, result);
                 }
             }
         }
     }
+    if let Err(error) = conn.close().await {
+        tracing::warn!(%error, "the SQLite writer's connection did not close cleanly");
+    }
 }
 
-async fn one(tx: &mut Tx, job: &Job) -> StoreResult<Done> {
+async fn one(tx: &mut Tx<'_>, job: &Job) -> StoreResult<Done> {
     Ok(match job {
         Job::Finish(params, _) => Done::Finish(finish_step(tx, params).await?),
         Job::Claim(params, _) => Done::Claim(claim(tx, params).await?),
     })
 }
 
-async fn together(pool: &SqlitePool, batch: &[Job]) -> StoreResult<Vec<Done>> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+async fn together(conn: &mut SqliteConnection, batch: &[Job]) -> StoreResult<Vec<Done>> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
     // Step ends first, all at once, so the steps they queue can be claimed by this very batch.
     let reports: Vec<&FinishStep> = batch
         .iter()
@@ -117,8 +125,8 @@ async fn together(pool: &SqlitePool, batch: &[Job]) -> StoreResult<Vec<Done>> {
     Ok(results)
 }
 
-async fn alone(pool: &SqlitePool, job: &Job) -> StoreResult<Done> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+async fn alone(conn: &mut SqliteConnection, job: &Job) -> StoreResult<Done> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
     let result = one(&mut tx, job).await?;
     tx.commit().await.map_err(db_error)?;
     Ok(result)
@@ -154,4 +162,22 @@ fn mismatch() -> StoreError {
 /// The writer task is gone (the store is shutting down).
 pub(crate) fn gone() -> StoreError {
     StoreError::Backend("the SQLite writer task has stopped".into())
+}
+
+/// Copies committed pages from the write-ahead log into the database file, on a connection of
+/// its own, while the writer goes on committing: SQLite's automatic checkpoint would run inside
+/// the commit that crosses its threshold, and hold every job of that batch for the copy and its
+/// flushes. Runs after a commit, at most every [`CHECKPOINT_EVERY`]; a `PASSIVE` checkpoint
+/// waits for neither readers nor the writer, and what it cannot copy yet, the next one does.
+pub(crate) async fn checkpoint(mut conn: SqliteConnection, committed: Arc<Notify>) {
+    loop {
+        committed.notified().await;
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut conn)
+            .await
+        {
+            tracing::warn!(%error, "a checkpoint of the write-ahead log failed; the next one retries it");
+        }
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+    }
 }

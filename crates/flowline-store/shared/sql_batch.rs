@@ -41,7 +41,7 @@ enum Planned<'a> {
 /// report, in report order, for a writer that group-commits (SQLite's). Reports must concern
 /// different runs, as the reports of one claim cycle do (a run has one step in flight).
 pub(crate) async fn finish_steps(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     reports: &[&FinishStep],
 ) -> StoreResult<Vec<FinishOutcome>> {
     #[derive(sqlx::FromRow)]

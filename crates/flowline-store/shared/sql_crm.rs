@@ -332,7 +332,7 @@ fn lock_clause(lock: bool) -> &'static str {
 /// A live contact; locked (on PostgreSQL) when `lock`, so changes to one contact apply one
 /// after the other.
 async fn fetch_contact(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     id: ContactId,
     lock: bool,
@@ -351,7 +351,11 @@ async fn fetch_contact(
     .try_into()
 }
 
-async fn contact_tags(tx: &mut Tx, workspace: WorkspaceId, id: ContactId) -> StoreResult<Vec<Tag>> {
+async fn contact_tags(
+    tx: &mut Tx<'_>,
+    workspace: WorkspaceId,
+    id: ContactId,
+) -> StoreResult<Vec<Tag>> {
     let rows = sqlx::query_as::<_, TagRow>(AssertSqlSafe(format!(
         "SELECT {TAG_COLUMNS} FROM tags t JOIN contact_tags ct ON ct.tag_id = t.id \
          WHERE ct.workspace_id = $1 AND ct.contact_id = $2 ORDER BY lower(t.name), t.id"
@@ -364,7 +368,7 @@ async fn contact_tags(tx: &mut Tx, workspace: WorkspaceId, id: ContactId) -> Sto
     rows.into_iter().map(Tag::try_from).collect()
 }
 
-async fn contact_detail(tx: &mut Tx, contact: Contact) -> StoreResult<ContactDetail> {
+async fn contact_detail(tx: &mut Tx<'_>, contact: Contact) -> StoreResult<ContactDetail> {
     let (workspace, id) = (contact.workspace_id, contact.id);
     let tags = contact_tags(tx, workspace, id).await?;
     let assignments = sqlx::query_as::<_, AssignmentRow>(AssertSqlSafe(format!(
@@ -414,7 +418,7 @@ async fn contact_detail(tx: &mut Tx, contact: Contact) -> StoreResult<ContactDet
 
 /// The contact as templates see it: its fields, its tags by name, its agent.
 async fn contact_context_in(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     id: ContactId,
 ) -> StoreResult<Option<Value>> {
@@ -441,7 +445,7 @@ async fn contact_context_in(
     })))
 }
 
-async fn fetch_tag(tx: &mut Tx, workspace: WorkspaceId, id: TagId) -> StoreResult<Tag> {
+async fn fetch_tag(tx: &mut Tx<'_>, workspace: WorkspaceId, id: TagId) -> StoreResult<Tag> {
     sqlx::query_as::<_, TagRow>(AssertSqlSafe(format!(
         "SELECT {TAG_COLUMNS} FROM tags t WHERE t.workspace_id = $1 AND t.id = $2"
     )))
@@ -455,7 +459,7 @@ async fn fetch_tag(tx: &mut Tx, workspace: WorkspaceId, id: TagId) -> StoreResul
 }
 
 async fn fetch_tag_named(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     name: &str,
 ) -> StoreResult<Option<Tag>> {
@@ -471,7 +475,7 @@ async fn fetch_tag_named(
     .transpose()
 }
 
-async fn fetch_agent(tx: &mut Tx, workspace: WorkspaceId, id: AgentId) -> StoreResult<Agent> {
+async fn fetch_agent(tx: &mut Tx<'_>, workspace: WorkspaceId, id: AgentId) -> StoreResult<Agent> {
     sqlx::query_as::<_, AgentRow>(AssertSqlSafe(format!(
         "{AGENT_SELECT} WHERE a.workspace_id = $1 AND a.id = $2"
     )))
@@ -485,7 +489,7 @@ async fn fetch_agent(tx: &mut Tx, workspace: WorkspaceId, id: AgentId) -> StoreR
 }
 
 async fn fetch_campaign(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     id: CampaignId,
 ) -> StoreResult<Campaign> {
@@ -501,7 +505,7 @@ async fn fetch_campaign(
     .try_into()
 }
 
-async fn fetch_board(tx: &mut Tx, workspace: WorkspaceId, id: BoardId) -> StoreResult<Board> {
+async fn fetch_board(tx: &mut Tx<'_>, workspace: WorkspaceId, id: BoardId) -> StoreResult<Board> {
     #[derive(sqlx::FromRow)]
     struct Row {
         id: Uuid,
@@ -546,7 +550,7 @@ async fn fetch_board(tx: &mut Tx, workspace: WorkspaceId, id: BoardId) -> StoreR
 }
 
 async fn fetch_backup(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     id: BackupId,
     lock: bool,
@@ -566,7 +570,7 @@ async fn fetch_backup(
 
 /// Refuses an email another live contact already has (ignoring case).
 async fn check_email_free(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     email: &str,
     except: Option<ContactId>,
@@ -596,7 +600,7 @@ async fn check_email_free(
 /// whose first step cannot be chosen: the change that raised the event commits either way.
 /// Returns whether any step was queued.
 async fn raise(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     planner: &Arc<dyn RunPlanner>,
     event: &ContactEvent,
@@ -689,7 +693,7 @@ async fn raise(
 /// Finds the tag named `name` (ignoring case) or creates it with `color`; safe against a
 /// concurrent creator of the same name.
 async fn find_or_create_tag(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     name: &str,
     color: &str,
@@ -720,7 +724,7 @@ async fn find_or_create_tag(
 /// Attaches `tag` to a live, locked contact; raises `tag.added` when it was not attached.
 /// Returns whether it was attached already, and whether a step was queued.
 async fn attach_tag(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     contact: ContactId,
     tag: &Tag,
@@ -752,7 +756,7 @@ async fn attach_tag(
 /// Assigns a live, locked contact to an agent, given or chosen race-free: choosing locks every
 /// active agent of the workspace (in id order), so concurrent assignments take turns.
 async fn assign(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     contact: &Contact,
     choice: AgentChoice,
@@ -861,7 +865,7 @@ async fn assign(
 
 /// Subscribes a live, locked contact to a campaign.
 async fn subscribe(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     contact: ContactId,
     campaign: CampaignId,
@@ -933,7 +937,7 @@ async fn subscribe(
 
 /// Deletes a live, locked contact after a backup when asked.
 async fn delete_contact_in(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     contact: Contact,
     backup: bool,
@@ -997,7 +1001,7 @@ async fn delete_contact_in(
 
 /// Places or moves a live, locked contact in a column of a board (default: its first).
 async fn move_in(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     contact: ContactId,
     board: BoardId,
@@ -1100,7 +1104,7 @@ async fn move_in(
 /// cards, subscriptions and assignments, each with its original id and times. What the backup
 /// names but no longer exists (a board, column, campaign or agent deleted since) is left out.
 async fn restore(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     backup: &ContactBackup,
 ) -> StoreResult<ContactDetail> {
@@ -1291,7 +1295,7 @@ async fn restore(
     contact_detail(tx, contact).await
 }
 
-async fn agent_exists(tx: &mut Tx, workspace: WorkspaceId, agent: Uuid) -> StoreResult<bool> {
+async fn agent_exists(tx: &mut Tx<'_>, workspace: WorkspaceId, agent: Uuid) -> StoreResult<bool> {
     let found: Option<Uuid> =
         sqlx::query_scalar("SELECT id FROM agents WHERE workspace_id = $1 AND id = $2")
             .bind(workspace.0)
@@ -1373,7 +1377,7 @@ struct SavedCard {
 
 /// A claimed step's transaction; see [`StepTransaction`].
 pub(crate) struct SqlStepTx {
-    tx: Tx,
+    tx: Tx<'static>,
     /// This transaction's turn among the process's writers (SQLite), held until it ends.
     turn: Option<tokio::sync::OwnedMutexGuard<()>>,
     store: StoreImpl,
@@ -2713,7 +2717,7 @@ impl CrmStore for StoreImpl {
 
 /// How many of the workspace's rows of `table` have `column` = `id`.
 async fn count_where(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     table: &'static str,
     column: &'static str,
@@ -2731,7 +2735,7 @@ async fn count_where(
 
 /// Deletes the workspace's row `id` of `table`.
 async fn delete_row(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     table: &'static str,
     id: Uuid,
@@ -2748,7 +2752,7 @@ async fn delete_row(
 }
 
 async fn insert_column(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     board: BoardId,
     id: ColumnId,

@@ -166,7 +166,7 @@ impl TryFrom<VariableRow> for Variable {
 }
 
 pub(crate) async fn fetch_execution(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     id: ExecutionId,
     lock: bool,
@@ -185,7 +185,7 @@ pub(crate) async fn fetch_execution(
 }
 
 pub(crate) async fn publish_flow(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     actor: &Actor,
     id: FlowId,
@@ -290,7 +290,7 @@ pub(crate) async fn publish_flow(
 }
 
 pub(crate) async fn fetch_flow_version(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     flow: FlowId,
     version: i32,
@@ -321,7 +321,7 @@ pub(crate) async fn fetch_flow_version(
 
 /// Queues `step` in `execution` as the next occurrence of its action.
 pub(crate) async fn insert_step(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     execution: ExecutionId,
     step: &NewStep,
@@ -351,7 +351,7 @@ pub(crate) async fn insert_step(
 }
 
 pub(crate) async fn start_execution(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     params: NewExecution,
 ) -> StoreResult<Started> {
@@ -390,7 +390,7 @@ pub(crate) struct StepLease<'a> {
 /// one step queued at a time). A step with a lease is written claimed, its first attempt open,
 /// as a claim at `at` would leave it.
 pub(crate) async fn insert_steps(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     steps: &[QueuedStep<'_>],
     at: DateTime<Utc>,
 ) -> StoreResult<Vec<StepId>> {
@@ -451,7 +451,7 @@ pub(crate) struct OpenAttempt {
 
 /// Opens `attempts`, started at `at`, in one statement; an attempt already open is left as it is.
 async fn open_attempts(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     attempts: &[OpenAttempt],
     at: DateTime<Utc>,
 ) -> StoreResult<()> {
@@ -484,7 +484,7 @@ const RUNS_PER_STATEMENT: usize = 500;
 /// Every run must be of the same active flow and version, without a dedupe key; contacts must
 /// exist. All or nothing, in the caller's transaction.
 pub(crate) async fn start_executions(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     runs: &[NewExecution],
 ) -> StoreResult<Vec<ExecutionId>> {
@@ -588,7 +588,7 @@ pub(crate) async fn start_executions(
 
 /// Writes a run and its first step; the flow was checked by the caller.
 pub(crate) async fn start_in(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     params: NewExecution,
 ) -> StoreResult<Started> {
@@ -665,7 +665,7 @@ pub(crate) async fn start_in(
 }
 
 pub(crate) async fn set_webhook_token(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     actor: &Actor,
     id: FlowId,
@@ -696,7 +696,7 @@ pub(crate) async fn set_webhook_token(
     Ok(after)
 }
 
-pub(crate) async fn due_schedules(tx: &mut Tx, limit: u32) -> StoreResult<Vec<DueSchedule>> {
+pub(crate) async fn due_schedules(tx: &mut Tx<'_>, limit: u32) -> StoreResult<Vec<DueSchedule>> {
     #[derive(sqlx::FromRow)]
     struct Row {
         id: Uuid,
@@ -733,7 +733,7 @@ pub(crate) async fn due_schedules(tx: &mut Tx, limit: u32) -> StoreResult<Vec<Du
 }
 
 pub(crate) async fn advance_schedule(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     flow: FlowId,
     slot: DateTime<Utc>,
@@ -764,7 +764,7 @@ pub(crate) async fn advance_schedule(
 }
 
 pub(crate) async fn execution_detail(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     id: ExecutionId,
 ) -> StoreResult<ExecutionDetail> {
@@ -813,7 +813,7 @@ pub(crate) async fn execution_detail(
 }
 
 pub(crate) async fn fetch_variables(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     id: ExecutionId,
 ) -> StoreResult<Vec<Variable>> {
@@ -830,7 +830,7 @@ pub(crate) async fn fetch_variables(
 
 /// The runs for a contact, newest first.
 pub(crate) async fn contact_executions(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     contact: flowline_core::id::ContactId,
     page: PageRequest,
@@ -839,7 +839,7 @@ pub(crate) async fn contact_executions(
 }
 
 pub(crate) async fn list_executions(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     flow: FlowId,
     page: PageRequest,
@@ -850,7 +850,7 @@ pub(crate) async fn list_executions(
 
 /// A page of the workspace's runs whose `column` (`flow_id` or `contact_id`) is `id`.
 async fn executions_where(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     column: &'static str,
     id: Uuid,
@@ -871,7 +871,7 @@ async fn executions_where(
 }
 
 pub(crate) async fn cancel_execution(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     actor: &Actor,
     id: ExecutionId,
@@ -929,7 +929,7 @@ pub(crate) async fn cancel_execution(
 }
 
 pub(crate) async fn retry_execution(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     actor: &Actor,
     id: ExecutionId,
@@ -1004,7 +1004,7 @@ pub(crate) fn error_json(error: &StepError) -> Json<serde_json::Value> {
 }
 
 async fn end_attempt(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     step: StepId,
     attempt: i32,
     outcome: &str,
@@ -1027,7 +1027,7 @@ async fn end_attempt(
 }
 
 async fn apply_next(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     execution: ExecutionId,
     next: &Next,
@@ -1062,7 +1062,10 @@ async fn apply_next(
     Ok(())
 }
 
-pub(crate) async fn finish_step(tx: &mut Tx, params: &FinishStep) -> StoreResult<FinishOutcome> {
+pub(crate) async fn finish_step(
+    tx: &mut Tx<'_>,
+    params: &FinishStep,
+) -> StoreResult<FinishOutcome> {
     let workspace = params.workspace_id;
     // The guard and the run's status in one read; on PostgreSQL it locks both rows, so a
     // cancel and this report apply one after the other.
@@ -1209,7 +1212,7 @@ pub(crate) fn worker_lost() -> StepError {
 }
 
 /// Returns expired leases to their queue, or fails steps with no attempts left (and their runs).
-pub(crate) async fn rescue_expired(tx: &mut Tx, limit: u32) -> StoreResult<u64> {
+pub(crate) async fn rescue_expired(tx: &mut Tx<'_>, limit: u32) -> StoreResult<u64> {
     #[derive(sqlx::FromRow)]
     struct Expired {
         id: Uuid,
@@ -1297,7 +1300,7 @@ pub(crate) async fn rescue_expired(tx: &mut Tx, limit: u32) -> StoreResult<u64> 
 
 /// Extends held leases; returns the steps no longer held or whose run was cancelled.
 pub(crate) async fn heartbeat(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     held: &[(StepId, Uuid)],
     lease: std::time::Duration,
 ) -> StoreResult<Vec<StepId>> {
@@ -1352,7 +1355,7 @@ pub(crate) struct ClaimedRow {
 /// After a backend's claim: marks the runs running, opens an attempt per step, and gathers
 /// what the workers need from each run.
 pub(crate) async fn complete_claim(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     rows: Vec<ClaimedRow>,
     lease_token: Uuid,
     at: DateTime<Utc>,

@@ -32,7 +32,7 @@ fn attempts() -> String {
 
 /// Nearest-rank percentiles of one action type's attempt durations.
 async fn percentiles(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     from: DateTime<Utc>,
     flow: Option<FlowId>,

@@ -42,7 +42,7 @@ use crate::backend::{
 use crate::sql_execution;
 
 /// A transaction of this backend.
-pub(crate) type Tx = Transaction<'static, Db>;
+pub(crate) type Tx<'c> = Transaction<'c, Db>;
 
 /// Whether a transaction will write; SQLite takes its write lock up front for writers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,19 +105,23 @@ impl StoreImpl {
         self.signal_other_processes(queue);
     }
 
-    pub(crate) async fn scoped(&self, workspace: WorkspaceId, access: Access) -> StoreResult<Tx> {
+    pub(crate) async fn scoped(
+        &self,
+        workspace: WorkspaceId,
+        access: Access,
+    ) -> StoreResult<Tx<'static>> {
         let mut tx = self.begin(access).await?;
         enter_workspace(&mut tx, workspace).await?;
         Ok(tx)
     }
 }
 
-pub(crate) async fn commit(tx: Tx) -> StoreResult<()> {
+pub(crate) async fn commit(tx: Tx<'_>) -> StoreResult<()> {
     tx.commit().await.map_err(db_error)
 }
 
 pub(crate) async fn audit(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     actor: &Actor,
     entry: NewAuditEntry,
@@ -412,14 +416,18 @@ impl From<AuditRow> for AuditEntry {
 
 // ---- reads inside a transaction ----------------------------------------------------------------
 
-async fn fetch_member(tx: &mut Tx, workspace: WorkspaceId, id: MemberId) -> StoreResult<Member> {
+async fn fetch_member(
+    tx: &mut Tx<'_>,
+    workspace: WorkspaceId,
+    id: MemberId,
+) -> StoreResult<Member> {
     fetch_member_locked(tx, workspace, id, false).await
 }
 
 /// A member; `lock` holds its row until the transaction ends (PostgreSQL), so concurrent
 /// changes to one member apply one after the other instead of overwriting each other.
 async fn fetch_member_locked(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     id: MemberId,
     lock: bool,
@@ -437,7 +445,11 @@ async fn fetch_member_locked(
     .try_into()
 }
 
-async fn fetch_token(tx: &mut Tx, workspace: WorkspaceId, id: TokenId) -> StoreResult<TokenRecord> {
+async fn fetch_token(
+    tx: &mut Tx<'_>,
+    workspace: WorkspaceId,
+    id: TokenId,
+) -> StoreResult<TokenRecord> {
     sqlx::query_as::<_, TokenRow>(AssertSqlSafe(format!(
         "{TOKEN_SELECT} WHERE t.workspace_id = $1 AND t.id = $2"
     )))
@@ -451,7 +463,7 @@ async fn fetch_token(tx: &mut Tx, workspace: WorkspaceId, id: TokenId) -> StoreR
 }
 
 pub(crate) async fn fetch_flow(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     id: FlowId,
     lock: bool,
@@ -470,7 +482,7 @@ pub(crate) async fn fetch_flow(
 }
 
 async fn fetch_action(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     id: ActionId,
 ) -> StoreResult<FlowAction> {
@@ -486,7 +498,7 @@ async fn fetch_action(
     .try_into()
 }
 
-async fn count_owners(tx: &mut Tx, workspace: WorkspaceId) -> StoreResult<i64> {
+async fn count_owners(tx: &mut Tx<'_>, workspace: WorkspaceId) -> StoreResult<i64> {
     // Lock the owners so two concurrent demotions cannot both see a second owner.
     let owners: Vec<Uuid> = sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT id FROM members WHERE workspace_id = $1 AND role = 'owner' {FOR_UPDATE}"
@@ -498,7 +510,7 @@ async fn count_owners(tx: &mut Tx, workspace: WorkspaceId) -> StoreResult<i64> {
     Ok(owners.len() as i64)
 }
 
-async fn insert_workspace(tx: &mut Tx, params: &NewWorkspace) -> StoreResult<CreatedWorkspace> {
+async fn insert_workspace(tx: &mut Tx<'_>, params: &NewWorkspace) -> StoreResult<CreatedWorkspace> {
     let created_at = now();
     let workspace = Workspace {
         id: WorkspaceId::new(),
@@ -569,7 +581,7 @@ async fn insert_workspace(tx: &mut Tx, params: &NewWorkspace) -> StoreResult<Cre
     })
 }
 
-async fn insert_member(tx: &mut Tx, m: &Member) -> StoreResult<()> {
+async fn insert_member(tx: &mut Tx<'_>, m: &Member) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO members (id, workspace_id, name, email, role, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -587,7 +599,7 @@ async fn insert_member(tx: &mut Tx, m: &Member) -> StoreResult<()> {
     Ok(())
 }
 
-async fn insert_token(tx: &mut Tx, t: &TokenRecord, hash: &TokenHash) -> StoreResult<()> {
+async fn insert_token(tx: &mut Tx<'_>, t: &TokenRecord, hash: &TokenHash) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO api_tokens (id, workspace_id, member_id, name, token_hash, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -605,7 +617,7 @@ async fn insert_token(tx: &mut Tx, t: &TokenRecord, hash: &TokenHash) -> StoreRe
 }
 
 /// Marks the database as having had its first workspace; `false` when it already had.
-async fn claim_installation(tx: &mut Tx) -> StoreResult<bool> {
+async fn claim_installation(tx: &mut Tx<'_>) -> StoreResult<bool> {
     let inserted: Option<i32> = sqlx::query_scalar(
         "INSERT INTO installation (id, bootstrapped_at) VALUES (1, $1) \
          ON CONFLICT (id) DO NOTHING RETURNING id",
@@ -620,7 +632,7 @@ async fn claim_installation(tx: &mut Tx) -> StoreResult<bool> {
 /// Actions of a flow's node from `position` on, but for `except`, move one place down (`+1`)
 /// or up (`-1`).
 async fn shift_positions(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     flow: FlowId,
     node: &str,
@@ -645,7 +657,7 @@ async fn shift_positions(
 }
 
 async fn node_action_count(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     workspace: WorkspaceId,
     flow: FlowId,
     node: &str,
