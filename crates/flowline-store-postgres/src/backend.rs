@@ -43,6 +43,9 @@ pub(crate) fn json_text(column: &str, key: &str) -> String {
     format!("({column} ->> '{key}')")
 }
 
+/// One statement per text: the extended protocol prepares one statement per message.
+pub(crate) const MANY_STATEMENTS_PER_TEXT: bool = false;
+
 pub(crate) const FOR_UPDATE: &str = "FOR UPDATE";
 
 /// The role the server works as.

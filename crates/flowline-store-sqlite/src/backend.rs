@@ -52,6 +52,10 @@ pub(crate) fn json_text(column: &str, key: &str) -> String {
     format!("json_extract({column}, '$.{key}')")
 }
 
+/// Statements of a `sql_execution::Writes` share one text: each statement is a trip to the
+/// connection's thread, and its parameters bind in order across the statements of a text.
+pub(crate) const MANY_STATEMENTS_PER_TEXT: bool = true;
+
 pub(crate) const FOR_UPDATE: &str = "";
 
 /// The write-ahead log's size, in pages, at which the writer checkpoints within its own commit:

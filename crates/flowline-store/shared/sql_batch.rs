@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::backend::{Db, FOR_UPDATE, db_now};
 use crate::sql_execution::{
-    INSERT_ROWS, QueuedStep, StepLease, error_json, insert_steps, padded_rows, push_ids,
+    INSERT_ROWS, QueuedStep, StepLease, Writes, error_json, padded_rows, push_ids, queue_steps,
 };
 use crate::sql_store::{Tx, db_error};
 
@@ -228,8 +228,10 @@ pub(crate) async fn finish_steps(
             },
         }
     }
+    // Everything from here returns nothing: one trip to the connection where the backend can.
+    let mut writes = Writes::default();
     if !ends.is_empty() {
-        let mut query = QueryBuilder::<Db>::new(
+        let query = writes.statement(
             "WITH v(id, status, input, output, error, category, finished_at, run_at, keeps_error) AS (",
         );
         query.push_values(padded_rows(ends.iter()), |mut row, end| {
@@ -252,8 +254,7 @@ pub(crate) async fn finish_steps(
              lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
              FROM v WHERE action_executions.id = v.id",
         );
-        query.build().execute(&mut **tx).await.map_err(db_error)?;
-        let mut query = QueryBuilder::<Db>::new("WITH v(step, attempt, outcome, error) AS (");
+        let query = writes.statement("WITH v(step, attempt, outcome, error) AS (");
         query.push_values(padded_rows(attempts.iter()), |mut row, a| {
             row.push_bind(a.map(|a| a.step))
                 .push_bind(a.map(|a| a.attempt))
@@ -266,10 +267,9 @@ pub(crate) async fn finish_steps(
             ", outcome = v.outcome, error = v.error FROM v \
              WHERE action_attempts.action_execution_id = v.step AND action_attempts.attempt = v.attempt",
         );
-        query.build().execute(&mut **tx).await.map_err(db_error)?;
     }
     if !variables.is_empty() {
-        let mut query = QueryBuilder::<Db>::new(
+        let query = writes.statement(
             "INSERT INTO action_variables (id, workspace_id, flow_execution_id, name, type, value, \
              set_by_action_execution_id, created_at, updated_at) ",
         );
@@ -290,7 +290,6 @@ pub(crate) async fn finish_steps(
             " ON CONFLICT (flow_execution_id, name) DO UPDATE SET type = excluded.type, value = excluded.value, \
              set_by_action_execution_id = excluded.set_by_action_execution_id, updated_at = excluded.updated_at",
         );
-        query.build().execute(&mut **tx).await.map_err(db_error)?;
     }
     // What the runs do next.
     let mut handed_on: HashMap<StepId, HandedOn> = HashMap::new();
@@ -329,7 +328,7 @@ pub(crate) async fn finish_steps(
                 lease: lease.as_ref(),
             })
             .collect();
-        let ids = insert_steps(tx, &steps, at).await?;
+        let ids = queue_steps(&mut writes, &steps, at);
         for ((report, _), (id, lease)) in queued.iter().zip(ids.into_iter().zip(&leases)) {
             if lease.is_some() {
                 handed_on.insert(
@@ -341,11 +340,9 @@ pub(crate) async fn finish_steps(
                 );
             }
         }
-        let mut query = QueryBuilder::<Db>::new(
-            "UPDATE flow_executions SET step_count = step_count + 1 WHERE id IN (",
-        );
-        push_ids(&mut query, &runs);
-        query.build().execute(&mut **tx).await.map_err(db_error)?;
+        let query = writes
+            .statement("UPDATE flow_executions SET step_count = step_count + 1 WHERE id IN (");
+        push_ids(query, &runs);
     }
     let completed: Vec<Uuid> = nexts
         .iter()
@@ -353,14 +350,12 @@ pub(crate) async fn finish_steps(
         .map(|(r, _)| r.execution_id.0)
         .collect();
     if !completed.is_empty() {
-        let mut query = QueryBuilder::<Db>::new(
-            "UPDATE flow_executions SET status = 'completed', finished_at = ",
-        );
+        let query =
+            writes.statement("UPDATE flow_executions SET status = 'completed', finished_at = ");
         query
             .push_bind(at)
             .push(" WHERE status = 'running' AND id IN (");
-        push_ids(&mut query, &completed);
-        query.build().execute(&mut **tx).await.map_err(db_error)?;
+        push_ids(query, &completed);
     }
     let failed: Vec<(Uuid, Json<serde_json::Value>)> = nexts
         .iter()
@@ -370,7 +365,7 @@ pub(crate) async fn finish_steps(
         })
         .collect();
     if !failed.is_empty() {
-        let mut query = QueryBuilder::<Db>::new("WITH v(id, error) AS (");
+        let query = writes.statement("WITH v(id, error) AS (");
         query.push_values(padded_rows(failed.iter()), |mut row, run| {
             row.push_bind(run.map(|(id, _)| *id))
                 .push_bind(run.map(|(_, error)| error.clone()));
@@ -381,8 +376,8 @@ pub(crate) async fn finish_steps(
         query.push_bind(at);
         query
             .push(" FROM v WHERE flow_executions.id = v.id AND flow_executions.status = 'running'");
-        query.build().execute(&mut **tx).await.map_err(db_error)?;
     }
+    writes.run(tx).await?;
     Ok(plans
         .iter()
         .map(|plan| match plan {

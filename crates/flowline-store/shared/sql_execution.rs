@@ -20,7 +20,7 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, QueryBuilder};
 use uuid::Uuid;
 
-use crate::backend::{Db, FOR_UPDATE, db_now};
+use crate::backend::{Db, FOR_UPDATE, MANY_STATEMENTS_PER_TEXT, db_now};
 use crate::sql_store::{
     Tx, audit, corrupt, db_error, entry, fetch_flow, now, page_of, snapshot, sort_actions,
 };
@@ -394,11 +394,23 @@ pub(crate) async fn insert_steps(
     steps: &[QueuedStep<'_>],
     at: DateTime<Utc>,
 ) -> StoreResult<Vec<StepId>> {
+    let mut writes = Writes::default();
+    let ids = queue_steps(&mut writes, steps, at);
+    writes.run(tx).await?;
+    Ok(ids)
+}
+
+/// [`insert_steps`] as statements of `writes`.
+pub(crate) fn queue_steps(
+    writes: &mut Writes,
+    steps: &[QueuedStep<'_>],
+    at: DateTime<Utc>,
+) -> Vec<StepId> {
     if steps.is_empty() {
-        return Ok(Vec::new());
+        return Vec::new();
     }
     let ids: Vec<StepId> = steps.iter().map(|_| StepId::new()).collect();
-    let mut query = QueryBuilder::<Db>::new(
+    let query = writes.statement(
         "INSERT INTO action_executions (id, workspace_id, flow_execution_id, action_id, action_type, node_id, \
          status, queue, attempt, max_attempts, run_at, idempotency_key, created_at, \
          lease_owner, lease_token, lease_expires_at, started_at, occurrence) \
@@ -427,7 +439,6 @@ pub(crate) async fn insert_steps(
             .push_bind(lease.map(|_| at));
     });
     query.push(INSERT_ROWS.1);
-    query.build().execute(&mut **tx).await.map_err(db_error)?;
     let claimed: Vec<OpenAttempt> = steps
         .iter()
         .zip(&ids)
@@ -438,8 +449,8 @@ pub(crate) async fn insert_steps(
             attempt: 1,
         })
         .collect();
-    open_attempts(tx, &claimed, at).await?;
-    Ok(ids)
+    open_attempts(writes, &claimed, at);
+    ids
 }
 
 /// An attempt a claim (or a hand-on) starts.
@@ -449,16 +460,13 @@ pub(crate) struct OpenAttempt {
     pub(crate) attempt: i32,
 }
 
-/// Opens `attempts`, started at `at`, in one statement; an attempt already open is left as it is.
-async fn open_attempts(
-    tx: &mut Tx<'_>,
-    attempts: &[OpenAttempt],
-    at: DateTime<Utc>,
-) -> StoreResult<()> {
+/// Opens `attempts`, started at `at`, in one statement of `writes`; an attempt already open is
+/// left as it is.
+fn open_attempts(writes: &mut Writes, attempts: &[OpenAttempt], at: DateTime<Utc>) {
     if attempts.is_empty() {
-        return Ok(());
+        return;
     }
-    let mut query = QueryBuilder::<Db>::new(
+    let query = writes.statement(
         "INSERT INTO action_attempts (id, workspace_id, action_execution_id, attempt, started_at) ",
     );
     query.push(INSERT_ROWS.0);
@@ -472,8 +480,6 @@ async fn open_attempts(
     });
     query.push(INSERT_ROWS.1);
     query.push(" ON CONFLICT (action_execution_id, attempt) DO NOTHING");
-    query.build().execute(&mut **tx).await.map_err(db_error)?;
-    Ok(())
 }
 
 /// The most runs one statement of [`start_executions`] writes: 15 bound values each stays far
@@ -1442,7 +1448,9 @@ pub(crate) async fn complete_claim(
             attempt: row.attempt,
         })
         .collect();
-    open_attempts(tx, &opened, at).await?;
+    let mut writes = Writes::default();
+    open_attempts(&mut writes, &opened, at);
+    writes.run(tx).await?;
     // The runs' variables come with the claim, so a worker needs no read of its own. A run
     // whose only step is this one has none yet.
     let with_variables: Vec<Uuid> = runs
@@ -1515,6 +1523,36 @@ pub(crate) fn push_ids(query: &mut QueryBuilder<Db>, ids: &[Uuid]) {
         list.push_bind(None::<Uuid>);
     }
     query.push(")");
+}
+
+/// Statements that return nothing, sent together in the order they were added: on SQLite as
+/// one text, one trip to the connection's thread for all of them instead of one each; on
+/// PostgreSQL one by one, as its extended protocol takes one statement per message.
+#[derive(Default)]
+pub(crate) struct Writes {
+    texts: Vec<QueryBuilder<Db>>,
+}
+
+impl Writes {
+    /// Begins the next statement with `sql`; its builder takes the rest of it.
+    pub(crate) fn statement(&mut self, sql: &str) -> &mut QueryBuilder<Db> {
+        if MANY_STATEMENTS_PER_TEXT && !self.texts.is_empty() {
+            let last = self.texts.len() - 1;
+            self.texts[last].push("; ");
+        } else {
+            self.texts.push(QueryBuilder::new(""));
+        }
+        let last = self.texts.len() - 1;
+        self.texts[last].push(sql)
+    }
+
+    /// Runs the statements.
+    pub(crate) async fn run(self, tx: &mut Tx<'_>) -> StoreResult<()> {
+        for mut text in self.texts {
+            text.build().execute(&mut **tx).await.map_err(db_error)?;
+        }
+        Ok(())
+    }
 }
 
 /// The rows a multi-row statement is written for: `rows` rounded up to a power of two. Batches
