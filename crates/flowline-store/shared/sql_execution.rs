@@ -1411,18 +1411,19 @@ pub(crate) async fn complete_claim(
         runs.get(&r.flow_execution_id)
             .is_some_and(|run| run.status == "pending" || run.status == "running")
     });
+    // The claim's writes return nothing: one trip to the connection where the backend can.
+    let mut writes = Writes::default();
     if !ended.is_empty() {
         let ids: Vec<Uuid> = ended.iter().map(|r| r.id).collect();
-        let mut query = QueryBuilder::<Db>::new(
-            "UPDATE action_executions SET status = 'cancelled', finished_at = ",
-        );
+        let query =
+            writes.statement("UPDATE action_executions SET status = 'cancelled', finished_at = ");
         query.push_bind(at).push(
             ", lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL WHERE id IN (",
         );
-        push_ids(&mut query, &ids);
-        query.build().execute(&mut **tx).await.map_err(db_error)?;
+        push_ids(query, &ids);
     }
     if rows.is_empty() {
+        writes.run(tx).await?;
         return Ok(Vec::new());
     }
     let starting: Vec<Uuid> = runs
@@ -1431,14 +1432,13 @@ pub(crate) async fn complete_claim(
         .map(|r| r.id)
         .collect();
     if !starting.is_empty() {
-        let mut query = QueryBuilder::<Db>::new(
+        let query = writes.statement(
             "UPDATE flow_executions SET status = 'running', started_at = COALESCE(started_at, ",
         );
         query
             .push_bind(at)
             .push(") WHERE status = 'pending' AND id IN (");
-        push_ids(&mut query, &starting);
-        query.build().execute(&mut **tx).await.map_err(db_error)?;
+        push_ids(query, &starting);
     }
     let opened: Vec<OpenAttempt> = rows
         .iter()
@@ -1448,7 +1448,6 @@ pub(crate) async fn complete_claim(
             attempt: row.attempt,
         })
         .collect();
-    let mut writes = Writes::default();
     open_attempts(&mut writes, &opened, at);
     writes.run(tx).await?;
     // The runs' variables come with the claim, so a worker needs no read of its own. A run
