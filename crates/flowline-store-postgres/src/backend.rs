@@ -328,7 +328,7 @@ pub(crate) async fn claim(tx: &mut Tx<'_>, params: &ClaimParams) -> StoreResult<
              WHERE (a.status = 'pending' AND a.run_at <= $2) IS TRUE ORDER BY c.rank, c.run_at LIMIT $4 \
              FOR UPDATE OF a SKIP LOCKED) \
          UPDATE action_executions s SET status = 'running', attempt = s.attempt + 1, lease_owner = $5, lease_token = $6, \
-             lease_expires_at = $7, started_at = COALESCE(s.started_at, $2) \
+             lease_expires_at = $7, started_at = COALESCE(s.started_at, $2), attempt_started_at = $2 \
          FROM locked WHERE s.id = locked.id \
          RETURNING s.id, s.workspace_id, s.flow_execution_id, s.action_id, s.node_id, s.attempt, s.max_attempts",
     )

@@ -289,7 +289,7 @@ pub(crate) async fn claim(tx: &mut Tx<'_>, params: &ClaimParams) -> StoreResult<
     let token = Uuid::now_v7();
     let rows = sqlx::query_as::<_, ClaimedRow>(
         "UPDATE action_executions SET status = 'running', attempt = attempt + 1, lease_owner = $1, lease_token = $2, \
-         lease_expires_at = $3, started_at = COALESCE(started_at, $4) \
+         lease_expires_at = $3, started_at = COALESCE(started_at, $4), attempt_started_at = $4 \
          WHERE id IN ( \
              WITH RECURSIVE workspaces(ws) AS ( \
                  SELECT (SELECT workspace_id FROM action_executions WHERE status = 'pending' AND queue = $5 ORDER BY workspace_id LIMIT 1) \

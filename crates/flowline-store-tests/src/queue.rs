@@ -295,6 +295,19 @@ pub async fn an_expired_lease_is_rescued_and_its_old_holder_is_refused(store: &d
         .remove(0);
     assert_eq!(again.attempt, 2);
     assert_ne!(again.lease_token, lost.lease_token);
+    // The lost attempt has its row; the second is in progress, started by this claim.
+    let detail = store.get_execution(w, execution.id).await.unwrap();
+    let attempts = &detail.steps[0].attempts;
+    assert_eq!(
+        attempts
+            .iter()
+            .map(|a| (a.attempt, a.outcome.as_deref()))
+            .collect::<Vec<_>>(),
+        vec![(1, Some("worker_lost")), (2, None)]
+    );
+    assert_eq!(Some(attempts[0].started_at), detail.steps[0].started_at);
+    assert!(attempts[1].started_at >= attempts[0].finished_at.unwrap());
+    let second_start = attempts[1].started_at;
     assert_eq!(
         store
             .finish_step(done(&lost, lost.lease_token, completed(Next::Complete)))
@@ -309,6 +322,16 @@ pub async fn an_expired_lease_is_rescued_and_its_old_holder_is_refused(store: &d
             .unwrap(),
         FinishOutcome::Applied
     );
+    let detail = store.get_execution(w, execution.id).await.unwrap();
+    let attempts = &detail.steps[0].attempts;
+    assert_eq!(
+        attempts
+            .iter()
+            .map(|a| (a.attempt, a.outcome.as_deref()))
+            .collect::<Vec<_>>(),
+        vec![(1, Some("worker_lost")), (2, Some("completed"))]
+    );
+    assert_eq!(attempts[1].started_at, second_start);
 }
 
 /// A rescued step with no attempts left fails, and so does its run.
@@ -637,8 +660,8 @@ pub async fn a_next_step_is_handed_on_claimed_within_its_queue(store: &dyn Store
         ..step.clone()
     };
 
-    // Handed on: running, its first attempt open, invisible to claims, renewed by heartbeats,
-    // and finished with its own token.
+    // Handed on: running, its first attempt in progress, invisible to claims, renewed by
+    // heartbeats, and finished with its own token.
     let execution = run(store, w, &flow, 3).await;
     let first = store
         .claim_steps(&claim(10, lease))
@@ -658,7 +681,16 @@ pub async fn a_next_step_is_handed_on_claimed_within_its_queue(store: &dyn Store
         (1, 2)
     );
     assert_eq!(detail.steps[1].attempts.len(), 1);
-    assert!(detail.steps[1].attempts[0].finished_at.is_none());
+    let in_progress = detail.steps[1].attempts[0].clone();
+    assert_eq!(
+        (
+            in_progress.attempt,
+            in_progress.finished_at,
+            in_progress.outcome
+        ),
+        (1, None, None)
+    );
+    assert_eq!(Some(in_progress.started_at), detail.steps[1].started_at);
     assert_eq!(detail.variables.len(), 1);
     assert!(
         store
@@ -697,10 +729,12 @@ pub async fn a_next_step_is_handed_on_claimed_within_its_queue(store: &dyn Store
         flowline_core::status::ExecutionStatus::Completed
     );
     assert_eq!(detail.steps[1].status, StepStatus::Completed);
-    assert_eq!(
-        detail.steps[1].attempts[0].outcome.as_deref(),
-        Some("completed")
-    );
+    // The attempt's row, written as it ended, keeps the start the step had while it ran.
+    assert_eq!(detail.steps[1].attempts.len(), 1);
+    let ended = &detail.steps[1].attempts[0];
+    assert_eq!(ended.outcome.as_deref(), Some("completed"));
+    assert_eq!(ended.started_at, in_progress.started_at);
+    assert!(ended.finished_at.is_some_and(|at| at >= ended.started_at));
 
     // A next step of another queue is queued as usual.
     let execution = run(store, w, &flow, 3).await;

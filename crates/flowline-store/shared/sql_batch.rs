@@ -20,7 +20,8 @@ use uuid::Uuid;
 
 use crate::backend::{Db, FOR_UPDATE, db_now};
 use crate::sql_execution::{
-    INSERT_ROWS, QueuedStep, StepLease, Writes, error_json, padded_rows, push_ids, queue_steps,
+    AttemptEnd, INSERT_ROWS, QueuedStep, StepLease, Writes, attempt_ends, error_json, padded_rows,
+    push_ids, queue_steps,
 };
 use crate::sql_store::{Tx, db_error};
 
@@ -113,12 +114,6 @@ pub(crate) async fn finish_steps(
         finished_at: Option<DateTime<Utc>>,
         run_at: Option<DateTime<Utc>>,
         keeps_error: bool,
-    }
-    struct AttemptEnd {
-        step: Uuid,
-        attempt: i32,
-        outcome: &'static str,
-        error: Option<Json<serde_json::Value>>,
     }
     let mut ends = Vec::new();
     let mut attempts = Vec::new();
@@ -254,19 +249,7 @@ pub(crate) async fn finish_steps(
              lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
              FROM v WHERE action_executions.id = v.id",
         );
-        let query = writes.statement("WITH v(step, attempt, outcome, error) AS (");
-        query.push_values(padded_rows(attempts.iter()), |mut row, a| {
-            row.push_bind(a.map(|a| a.step))
-                .push_bind(a.map(|a| a.attempt))
-                .push_bind(a.map(|a| a.outcome))
-                .push_bind(a.and_then(|a| a.error.clone()));
-        });
-        query.push(") UPDATE action_attempts SET finished_at = ");
-        query.push_bind(at);
-        query.push(
-            ", outcome = v.outcome, error = v.error FROM v \
-             WHERE action_attempts.action_execution_id = v.step AND action_attempts.attempt = v.attempt",
-        );
+        attempt_ends(&mut writes, &attempts, at);
     }
     if !variables.is_empty() {
         let query = writes.statement(

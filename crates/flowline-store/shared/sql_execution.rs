@@ -413,7 +413,7 @@ pub(crate) fn queue_steps(
     let query = writes.statement(
         "INSERT INTO action_executions (id, workspace_id, flow_execution_id, action_id, action_type, node_id, \
          status, queue, attempt, max_attempts, run_at, idempotency_key, created_at, \
-         lease_owner, lease_token, lease_expires_at, started_at, occurrence) \
+         lease_owner, lease_token, lease_expires_at, started_at, attempt_started_at, occurrence) \
          SELECT v.*, (SELECT COALESCE(MAX(o.occurrence) + 1, 0) FROM action_executions o \
                       WHERE o.flow_execution_id = v.column3 AND o.action_id = v.column4) FROM (",
     );
@@ -436,50 +436,11 @@ pub(crate) fn queue_steps(
             .push_bind(lease.map(|l| l.owner))
             .push_bind(lease.map(|l| l.token))
             .push_bind(lease.map(|l| l.expires))
+            .push_bind(lease.map(|_| at))
             .push_bind(lease.map(|_| at));
     });
     query.push(INSERT_ROWS.1);
-    let claimed: Vec<OpenAttempt> = steps
-        .iter()
-        .zip(&ids)
-        .filter(|(queued, _)| queued.lease.is_some())
-        .map(|(queued, id)| OpenAttempt {
-            step: id.0,
-            workspace: queued.workspace,
-            attempt: 1,
-        })
-        .collect();
-    open_attempts(writes, &claimed, at);
     ids
-}
-
-/// An attempt a claim (or a hand-on) starts.
-pub(crate) struct OpenAttempt {
-    pub(crate) step: Uuid,
-    pub(crate) workspace: Uuid,
-    pub(crate) attempt: i32,
-}
-
-/// Opens `attempts`, started at `at`, in one statement of `writes`; an attempt already open is
-/// left as it is.
-fn open_attempts(writes: &mut Writes, attempts: &[OpenAttempt], at: DateTime<Utc>) {
-    if attempts.is_empty() {
-        return;
-    }
-    let query = writes.statement(
-        "INSERT INTO action_attempts (id, workspace_id, action_execution_id, attempt, started_at) ",
-    );
-    query.push(INSERT_ROWS.0);
-    query.push_values(padded_rows(attempts.iter()), |mut values, opened| {
-        values
-            .push_bind(opened.map(|_| Uuid::now_v7()))
-            .push_bind(opened.map(|o| o.workspace))
-            .push_bind(opened.map(|o| o.step))
-            .push_bind(opened.map(|o| o.attempt))
-            .push_bind(opened.map(|_| at));
-    });
-    query.push(INSERT_ROWS.1);
-    query.push(" ON CONFLICT (action_execution_id, attempt) DO NOTHING");
 }
 
 /// The most runs one statement of [`start_executions`] writes: 15 bound values each stays far
@@ -789,10 +750,17 @@ pub(crate) async fn execution_detail(
         .into_iter()
         .map(Step::try_from)
         .collect::<StoreResult<Vec<_>>>()?;
+    // Ended attempts have rows; the one in progress is its step's.
     let attempts = sqlx::query_as::<_, AttemptRow>(
         "SELECT t.action_execution_id, t.attempt, t.started_at, t.finished_at, t.outcome, t.error \
          FROM action_attempts t JOIN action_executions s ON s.id = t.action_execution_id \
-         WHERE s.workspace_id = $1 AND s.flow_execution_id = $2 ORDER BY t.action_execution_id, t.attempt",
+         WHERE s.workspace_id = $1 AND s.flow_execution_id = $2 \
+         UNION ALL \
+         SELECT s.id, s.attempt, COALESCE(s.attempt_started_at, s.started_at), NULL, NULL, NULL \
+         FROM action_executions s WHERE s.workspace_id = $1 AND s.flow_execution_id = $2 \
+         AND s.status = 'running' AND NOT EXISTS (SELECT 1 FROM action_attempts t \
+             WHERE t.action_execution_id = s.id AND t.attempt = s.attempt) \
+         ORDER BY 1, 2",
     )
     .bind(workspace.0)
     .bind(id.0)
@@ -1009,27 +977,64 @@ pub(crate) fn error_json(error: &StepError) -> Json<serde_json::Value> {
     Json(serde_json::to_value(error).unwrap_or(serde_json::Value::Null))
 }
 
+/// An attempt that ended: its row is written now, once, started when its step's row says.
+pub(crate) struct AttemptEnd {
+    pub(crate) step: Uuid,
+    pub(crate) attempt: i32,
+    pub(crate) outcome: &'static str,
+    pub(crate) error: Option<Json<serde_json::Value>>,
+}
+
+/// Writes the rows of attempts that ended at `at`, in one statement of `writes`. An attempt's
+/// start is its step's `attempt_started_at`; a row an earlier version opened is completed.
+pub(crate) fn attempt_ends(writes: &mut Writes, ends: &[AttemptEnd], at: DateTime<Utc>) {
+    if ends.is_empty() {
+        return;
+    }
+    let query = writes.statement(
+        "INSERT INTO action_attempts (id, workspace_id, action_execution_id, attempt, started_at, \
+         finished_at, outcome, error) \
+         SELECT v.column1, s.workspace_id, s.id, v.column3, COALESCE(s.attempt_started_at, s.started_at, ",
+    );
+    query
+        .push_bind(at)
+        .push("), ")
+        .push_bind(at)
+        .push(", v.column4, v.column5 FROM (");
+    query.push_values(padded_rows(ends.iter()), |mut row, end| {
+        row.push_bind(end.map(|_| Uuid::now_v7()))
+            .push_bind(end.map(|e| e.step))
+            .push_bind(end.map(|e| e.attempt))
+            .push_bind(end.map(|e| e.outcome))
+            .push_bind(end.and_then(|e| e.error.clone()));
+    });
+    query.push(
+        ") AS v JOIN action_executions s ON s.id = v.column2 WHERE true \
+         ON CONFLICT (action_execution_id, attempt) DO UPDATE SET finished_at = excluded.finished_at, \
+         outcome = excluded.outcome, error = excluded.error",
+    );
+}
+
 async fn end_attempt(
     tx: &mut Tx<'_>,
     step: StepId,
     attempt: i32,
-    outcome: &str,
+    outcome: &'static str,
     error: Option<&StepError>,
     at: DateTime<Utc>,
 ) -> StoreResult<()> {
-    sqlx::query(
-        "UPDATE action_attempts SET finished_at = $1, outcome = $2, error = $3 \
-         WHERE action_execution_id = $4 AND attempt = $5",
-    )
-    .bind(at)
-    .bind(outcome)
-    .bind(error.map(error_json))
-    .bind(step.0)
-    .bind(attempt)
-    .execute(&mut **tx)
-    .await
-    .map_err(db_error)?;
-    Ok(())
+    let mut writes = Writes::default();
+    attempt_ends(
+        &mut writes,
+        &[AttemptEnd {
+            step: step.0,
+            attempt,
+            outcome,
+            error: error.map(error_json),
+        }],
+        at,
+    );
+    writes.run(tx).await
 }
 
 async fn apply_next(
@@ -1358,8 +1363,9 @@ pub(crate) struct ClaimedRow {
     pub(crate) max_attempts: i32,
 }
 
-/// After a backend's claim: marks the runs running, opens an attempt per step, and gathers
-/// what the workers need from each run.
+/// After a backend's claim: marks the runs running and gathers what the workers need from each
+/// run. The attempts a claim starts are the steps' own (`attempt`, `attempt_started_at`) until
+/// they end, when [`attempt_ends`] writes their rows.
 pub(crate) async fn complete_claim(
     tx: &mut Tx<'_>,
     rows: Vec<ClaimedRow>,
@@ -1440,15 +1446,6 @@ pub(crate) async fn complete_claim(
             .push(") WHERE status = 'pending' AND id IN (");
         push_ids(query, &starting);
     }
-    let opened: Vec<OpenAttempt> = rows
-        .iter()
-        .map(|row| OpenAttempt {
-            step: row.id,
-            workspace: row.workspace_id,
-            attempt: row.attempt,
-        })
-        .collect();
-    open_attempts(&mut writes, &opened, at);
     writes.run(tx).await?;
     // The runs' variables come with the claim, so a worker needs no read of its own. A run
     // whose only step is this one has none yet.
