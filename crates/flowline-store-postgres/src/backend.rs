@@ -330,7 +330,8 @@ pub(crate) async fn claim(tx: &mut Tx<'_>, params: &ClaimParams) -> StoreResult<
          UPDATE action_executions s SET status = 'running', attempt = s.attempt + 1, lease_owner = $5, lease_token = $6, \
              lease_expires_at = $7, started_at = COALESCE(s.started_at, $2), attempt_started_at = $2 \
          FROM locked WHERE s.id = locked.id \
-         RETURNING s.id, s.workspace_id, s.flow_execution_id, s.action_id, s.node_id, s.attempt, s.max_attempts",
+         RETURNING s.id, s.workspace_id, s.flow_execution_id, s.action_id, s.action_type, s.node_id, s.attempt, \
+         s.max_attempts",
     )
     .bind(params.queue.as_str())
     .bind(at)

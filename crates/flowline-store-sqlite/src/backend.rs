@@ -309,7 +309,7 @@ pub(crate) async fn claim(tx: &mut Tx<'_>, params: &ClaimParams) -> StoreResult<
              SELECT id FROM (SELECT id, run_at, ROW_NUMBER() OVER (PARTITION BY workspace_id ORDER BY run_at, id) AS rank \
                              FROM oldest) \
              ORDER BY rank, run_at LIMIT $7) \
-         RETURNING id, workspace_id, flow_execution_id, action_id, node_id, attempt, max_attempts",
+         RETURNING id, workspace_id, flow_execution_id, action_id, action_type, node_id, attempt, max_attempts",
     )
     .bind(&params.owner)
     .bind(token)

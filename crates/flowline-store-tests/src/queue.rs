@@ -25,6 +25,50 @@ fn actor() -> Actor {
 }
 
 /// A published flow whose `start` node sets a variable and whose `next` node sets another.
+/// A run's events once at least `steps` of them are step events. On PostgreSQL an event is read
+/// once every transaction that began before its own has ended (the stream's order), and other
+/// tests' transactions share the cluster: the read is repeated until they have.
+async fn settled_events(
+    store: &dyn Store,
+    w: WorkspaceId,
+    run: flowline_core::id::ExecutionId,
+    steps: usize,
+) -> Vec<flowline_store::stats::RunEvent> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = store
+            .events_after(w, Default::default(), None, Some(run), 100)
+            .await
+            .unwrap();
+        let settled = events.iter().filter(|e| e.kind == "step.status").count() >= steps;
+        if settled || std::time::Instant::now() > deadline {
+            return events;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Asserts a one-step run's step events, in order, as (status, attempt).
+async fn assert_story(
+    store: &dyn Store,
+    w: WorkspaceId,
+    run: flowline_core::id::ExecutionId,
+    expected: &[(&str, i32)],
+) {
+    let events = settled_events(store, w, run, expected.len()).await;
+    let steps: Vec<_> = events.iter().filter(|e| e.kind == "step.status").collect();
+    assert!(
+        steps
+            .windows(2)
+            .all(|pair| pair[0].step_id == pair[1].step_id)
+    );
+    let story: Vec<(&str, i32)> = steps
+        .iter()
+        .map(|e| (e.status.as_str(), e.attempt.unwrap()))
+        .collect();
+    assert_eq!(story, expected);
+}
+
 async fn published(store: &dyn Store, name: &str) -> (WorkspaceId, Flow) {
     let (created, flow) = workspace_with_flow(store, name).await;
     let w = created.workspace.id;
@@ -332,6 +376,19 @@ pub async fn an_expired_lease_is_rescued_and_its_old_holder_is_refused(store: &d
         vec![(1, Some("worker_lost")), (2, Some("completed"))]
     );
     assert_eq!(attempts[1].started_at, second_start);
+    assert_story(
+        store,
+        w,
+        execution.id,
+        &[
+            ("pending", 0),
+            ("running", 1),
+            ("pending", 1),
+            ("running", 2),
+            ("completed", 2),
+        ],
+    )
+    .await;
 }
 
 /// A rescued step with no attempts left fails, and so does its run.
@@ -357,6 +414,13 @@ pub async fn a_lost_step_with_no_attempts_left_fails_its_run(store: &dyn Store) 
             .unwrap()
             .is_empty()
     );
+    assert_story(
+        store,
+        w,
+        execution.id,
+        &[("pending", 0), ("running", 1), ("failed", 1)],
+    )
+    .await;
 }
 
 /// A workspace with many due steps does not keep another workspace's single step waiting.
@@ -462,6 +526,13 @@ pub async fn heartbeats_report_lost_leases_and_cancelled_runs(store: &dyn Store)
         flowline_core::status::ExecutionStatus::Cancelled
     );
     assert!(detail.variables.is_empty());
+    assert_story(
+        store,
+        w,
+        execution.id,
+        &[("pending", 0), ("running", 1), ("cancelled", 1)],
+    )
+    .await;
 }
 
 /// A retry returns the step to its queue at its time, recording the failed attempt.
@@ -509,6 +580,13 @@ pub async fn a_retry_later_waits_for_its_time(store: &dyn Store) {
     );
     let soon = chrono::Utc::now() - chrono::Duration::seconds(1);
     assert!(detail.steps[0].run_at > soon);
+    assert_story(
+        store,
+        w,
+        execution.id,
+        &[("pending", 0), ("running", 1), ("pending", 1)],
+    )
+    .await;
 }
 
 /// A step held when its run was cancelled, whose worker then died, ends cancelled: the rescuer
@@ -535,6 +613,20 @@ pub async fn a_lost_step_of_a_cancelled_run_is_not_requeued(store: &dyn Store) {
         detail.execution.status,
         flowline_core::status::ExecutionStatus::Cancelled
     );
+    assert_story(
+        store,
+        w,
+        execution.id,
+        &[("pending", 0), ("running", 1), ("cancelled", 1)],
+    )
+    .await;
+    // A step still queued when its run is cancelled ends cancelled, never having started.
+    let queued = run(store, w, &flow, 3).await;
+    store
+        .cancel_execution(w, &actor(), queued.id)
+        .await
+        .unwrap();
+    assert_story(store, w, queued.id, &[("pending", 0), ("cancelled", 0)]).await;
 }
 
 /// Many runs start in one call, all or none: each with its first step queued, claimable and
@@ -974,10 +1066,7 @@ pub async fn step_ends_reported_at_once_each_take_effect(store: &dyn Store) {
     ];
     for (i, expected) in expected.iter().enumerate() {
         let d = detail(i).await.unwrap();
-        let events = store
-            .events_after(w, Default::default(), None, Some(runs[i]), 100)
-            .await
-            .unwrap();
+        let events = settled_events(store, w, runs[i], expected.len()).await;
         let steps: Vec<(usize, &str, i32)> = events
             .iter()
             .filter(|e| e.kind == "step.status")

@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use crate::backend::{Db, FOR_UPDATE, db_now};
 use crate::sql_execution::{
-    AttemptEnd, INSERT_ROWS, QueuedStep, StepLease, Writes, attempt_ends, error_json, padded_rows,
-    push_ids, queue_steps,
+    AttemptEnd, INSERT_ROWS, QueuedStep, StepEvent, StepLease, Writes, attempt_ends, error_json,
+    padded_rows, push_ids, queue_steps, step_events,
 };
 use crate::sql_store::{Tx, db_error};
 
@@ -52,14 +52,17 @@ pub(crate) async fn finish_steps(
         attempt: i32,
         workspace_id: Uuid,
         flow_execution_id: Uuid,
+        action_type: String,
         run_status: String,
+        flow_id: Uuid,
     }
     if reports.is_empty() {
         return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = reports.iter().map(|r| r.step_id.0).collect();
     let mut query = QueryBuilder::<Db>::new(
-        "SELECT s.id, s.lease_token, s.attempt, s.workspace_id, s.flow_execution_id, e.status AS run_status \
+        "SELECT s.id, s.lease_token, s.attempt, s.workspace_id, s.flow_execution_id, s.action_type, \
+         e.status AS run_status, e.flow_id \
          FROM action_executions s JOIN flow_executions e ON e.id = s.flow_execution_id \
          WHERE s.status = 'running' AND s.id IN (",
     );
@@ -223,6 +226,22 @@ pub(crate) async fn finish_steps(
             },
         }
     }
+    // The steps' events: their ends, then the steps queued next.
+    let mut events: Vec<StepEvent> = ends
+        .iter()
+        .filter_map(|end| {
+            let h = held.get(&end.id)?;
+            Some(StepEvent {
+                workspace: h.workspace_id,
+                flow: h.flow_id,
+                run: h.flow_execution_id,
+                step: end.id,
+                status: end.status,
+                action_type: &h.action_type,
+                attempt: h.attempt,
+            })
+        })
+        .collect();
     // Everything from here returns nothing: one trip to the connection where the backend can.
     let mut writes = Writes::default();
     if !ends.is_empty() {
@@ -306,12 +325,15 @@ pub(crate) async fn finish_steps(
             .zip(&leases)
             .map(|((report, step), lease)| QueuedStep {
                 workspace: report.workspace_id.0,
+                flow: held
+                    .get(&report.step_id.0)
+                    .map_or(Uuid::nil(), |h| h.flow_id),
                 run: report.execution_id.0,
                 step,
                 lease: lease.as_ref(),
             })
             .collect();
-        let ids = queue_steps(&mut writes, &steps, at);
+        let ids = queue_steps(&mut writes, &steps, at, &mut events);
         for ((report, _), (id, lease)) in queued.iter().zip(ids.into_iter().zip(&leases)) {
             if lease.is_some() {
                 handed_on.insert(
@@ -327,6 +349,8 @@ pub(crate) async fn finish_steps(
             .statement("UPDATE flow_executions SET step_count = step_count + 1 WHERE id IN (");
         push_ids(query, &runs);
     }
+    // Before the runs' own ends, as their steps' ends happened first.
+    step_events(&mut writes, &events);
     let completed: Vec<Uuid> = nexts
         .iter()
         .filter(|(_, next)| matches!(next, Next::Complete))

@@ -3,6 +3,7 @@
 //! `sql_store.rs`; claims differ per backend (row locks, clocks) and live in `backend.rs`.
 
 use chrono::{DateTime, Utc};
+use flowline_core::action::ActionType;
 use flowline_core::id::{ExecutionId, FlowId, StepId, WorkspaceId};
 use flowline_core::status::{ErrorCategory, ExecutionStatus, Severity, StepStatus};
 use flowline_core::validation::ValidationErrors;
@@ -319,10 +320,11 @@ pub(crate) async fn fetch_flow_version(
     })
 }
 
-/// Queues `step` in `execution` as the next occurrence of its action.
+/// Queues `step` in `execution` (a run of `flow`) as the next occurrence of its action.
 pub(crate) async fn insert_step(
     tx: &mut Tx<'_>,
     workspace: WorkspaceId,
+    flow: FlowId,
     execution: ExecutionId,
     step: &NewStep,
     at: DateTime<Utc>,
@@ -331,6 +333,7 @@ pub(crate) async fn insert_step(
         tx,
         &[QueuedStep {
             workspace: workspace.0,
+            flow: flow.0,
             run: execution.0,
             step,
             lease: None,
@@ -371,6 +374,8 @@ pub(crate) async fn start_execution(
 /// in the run.
 pub(crate) struct QueuedStep<'a> {
     pub(crate) workspace: Uuid,
+    /// The run's flow, for the step's events.
+    pub(crate) flow: Uuid,
     pub(crate) run: Uuid,
     pub(crate) step: &'a NewStep,
     /// Claimed as it is written (handed on to the worker that ended the run's last step), or
@@ -395,21 +400,41 @@ pub(crate) async fn insert_steps(
     at: DateTime<Utc>,
 ) -> StoreResult<Vec<StepId>> {
     let mut writes = Writes::default();
-    let ids = queue_steps(&mut writes, steps, at);
+    let mut events = Vec::new();
+    let ids = queue_steps(&mut writes, steps, at, &mut events);
+    step_events(&mut writes, &events);
     writes.run(tx).await?;
     Ok(ids)
 }
 
-/// [`insert_steps`] as statements of `writes`.
+/// [`insert_steps`] as statements of `writes`; the steps' events are added to `events`, for the
+/// caller to write with its own.
 pub(crate) fn queue_steps(
     writes: &mut Writes,
     steps: &[QueuedStep<'_>],
     at: DateTime<Utc>,
+    events: &mut Vec<StepEvent<'_>>,
 ) -> Vec<StepId> {
     if steps.is_empty() {
         return Vec::new();
     }
     let ids: Vec<StepId> = steps.iter().map(|_| StepId::new()).collect();
+    for (queued, id) in steps.iter().zip(&ids) {
+        // Queued, then (when written claimed) started: the same story as any other step's.
+        let event = |status, attempt| StepEvent {
+            workspace: queued.workspace,
+            flow: queued.flow,
+            run: queued.run,
+            step: id.0,
+            status,
+            action_type: queued.step.action_type.as_str(),
+            attempt,
+        };
+        events.push(event("pending", 0));
+        if queued.lease.is_some() {
+            events.push(event("running", 1));
+        }
+    }
     let query = writes.statement(
         "INSERT INTO action_executions (id, workspace_id, flow_execution_id, action_id, action_type, node_id, \
          status, queue, attempt, max_attempts, run_at, idempotency_key, created_at, \
@@ -542,6 +567,7 @@ pub(crate) async fn start_executions(
             .filter_map(|(id, run)| {
                 run.first_step.as_ref().map(|step| QueuedStep {
                     workspace: workspace.0,
+                    flow: run.flow_id.0,
                     run: id.0,
                     step,
                     lease: None,
@@ -622,7 +648,7 @@ pub(crate) async fn start_in(
         });
     }
     if let Some(step) = &params.first_step {
-        insert_step(tx, workspace, id, step, at).await?;
+        insert_step(tx, workspace, params.flow_id, id, step, at).await?;
     }
     let execution = fetch_execution(tx, workspace, id, false).await?;
     Ok(Started {
@@ -875,16 +901,31 @@ pub(crate) async fn cancel_execution(
         .execute(&mut **tx)
         .await
         .map_err(db_error)?;
-    sqlx::query(
+    let mut cancelled: Vec<(Uuid, String, i32)> = sqlx::query_as(
         "UPDATE action_executions SET status = 'cancelled', finished_at = $1 \
-         WHERE workspace_id = $2 AND flow_execution_id = $3 AND status = 'pending'",
+         WHERE workspace_id = $2 AND flow_execution_id = $3 AND status = 'pending' \
+         RETURNING id, action_type, attempt",
     )
     .bind(at)
     .bind(workspace.0)
     .bind(id.0)
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await
     .map_err(db_error)?;
+    cancelled.sort();
+    let events: Vec<StepEvent> = cancelled
+        .iter()
+        .map(|(step, action_type, attempt)| StepEvent {
+            workspace: workspace.0,
+            flow: before.flow_id.0,
+            run: id.0,
+            step: *step,
+            status: "cancelled",
+            action_type,
+            attempt: *attempt,
+        })
+        .collect();
+    write_step_events(tx, &events).await?;
     let after = fetch_execution(tx, workspace, id, false).await?;
     audit(
         tx,
@@ -947,7 +988,7 @@ pub(crate) async fn retry_execution(
         max_attempts: last.max_attempts,
     };
     let at = now();
-    insert_step(tx, workspace, id, &step, at).await?;
+    insert_step(tx, workspace, before.flow_id, id, &step, at).await?;
     sqlx::query(
         "UPDATE flow_executions SET status = 'running', error = NULL, finished_at = NULL WHERE workspace_id = $1 AND id = $2",
     )
@@ -975,6 +1016,46 @@ pub(crate) async fn retry_execution(
 
 pub(crate) fn error_json(error: &StepError) -> Json<serde_json::Value> {
     Json(serde_json::to_value(error).unwrap_or(serde_json::Value::Null))
+}
+
+/// A step's status change, for `GET /api/events`: written by the statements that make the
+/// change, from what they hold, in the order the changes happen.
+pub(crate) struct StepEvent<'a> {
+    pub(crate) workspace: Uuid,
+    pub(crate) flow: Uuid,
+    pub(crate) run: Uuid,
+    pub(crate) step: Uuid,
+    pub(crate) status: &'a str,
+    pub(crate) action_type: &'a str,
+    pub(crate) attempt: i32,
+}
+
+/// Writes `events`, in their order, in one statement of `writes`.
+pub(crate) fn step_events(writes: &mut Writes, events: &[StepEvent<'_>]) {
+    if events.is_empty() {
+        return;
+    }
+    let query = writes.statement(
+        "INSERT INTO events (workspace_id, flow_id, execution_id, step_id, kind, status, action_type, attempt) \
+         SELECT v.column1, v.column2, v.column3, v.column4, 'step', v.column5, v.column6, v.column7 FROM (",
+    );
+    query.push_values(padded_rows(events.iter()), |mut row, event| {
+        row.push_bind(event.map(|e| e.workspace))
+            .push_bind(event.map(|e| e.flow))
+            .push_bind(event.map(|e| e.run))
+            .push_bind(event.map(|e| e.step))
+            .push_bind(event.map(|e| e.status))
+            .push_bind(event.map(|e| e.action_type))
+            .push_bind(event.map(|e| e.attempt));
+    });
+    query.push(INSERT_ROWS.1);
+}
+
+/// Writes `events` now, in the caller's transaction.
+async fn write_step_events(tx: &mut Tx<'_>, events: &[StepEvent<'_>]) -> StoreResult<()> {
+    let mut writes = Writes::default();
+    step_events(&mut writes, events);
+    writes.run(tx).await
 }
 
 /// An attempt that ended: its row is written now, once, started when its step's row says.
@@ -1040,13 +1121,14 @@ async fn end_attempt(
 async fn apply_next(
     tx: &mut Tx<'_>,
     workspace: WorkspaceId,
+    flow: FlowId,
     execution: ExecutionId,
     next: &Next,
     at: DateTime<Utc>,
 ) -> StoreResult<()> {
     match next {
         Next::Step(step) => {
-            insert_step(tx, workspace, execution, step, at).await?;
+            insert_step(tx, workspace, flow, execution, step, at).await?;
         }
         Next::Complete => {
             sqlx::query(
@@ -1080,8 +1162,9 @@ pub(crate) async fn finish_step(
     let workspace = params.workspace_id;
     // The guard and the run's status in one read; on PostgreSQL it locks both rows, so a
     // cancel and this report apply one after the other.
-    let held: Option<(i32, String)> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT s.attempt, e.status FROM action_executions s JOIN flow_executions e ON e.id = s.flow_execution_id \
+    let held: Option<(i32, String, Uuid, String)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT s.attempt, e.status, e.flow_id, s.action_type \
+         FROM action_executions s JOIN flow_executions e ON e.id = s.flow_execution_id \
          WHERE s.id = $1 AND s.workspace_id = $2 AND s.status = 'running' AND s.lease_token = $3 \
          AND e.id = $4 {FOR_UPDATE}"
     )))
@@ -1092,10 +1175,22 @@ pub(crate) async fn finish_step(
     .fetch_optional(&mut **tx)
     .await
     .map_err(db_error)?;
-    let Some((attempt, status)) = held else {
+    let Some((attempt, status, flow, action_type)) = held else {
         return Ok(FinishOutcome::LeaseLost);
     };
+    let flow = FlowId(flow);
     let at = db_now(tx).await?;
+    let ended = |status| {
+        [StepEvent {
+            workspace: workspace.0,
+            flow: flow.0,
+            run: params.execution_id.0,
+            step: params.step_id.0,
+            status,
+            action_type: &action_type,
+            attempt,
+        }]
+    };
     let input = params.input.as_ref().map(Json);
     if status == ExecutionStatus::Cancelled.as_str() {
         sqlx::query(
@@ -1108,6 +1203,7 @@ pub(crate) async fn finish_step(
         .execute(&mut **tx)
         .await
         .map_err(db_error)?;
+        write_step_events(tx, &ended("cancelled")).await?;
         end_attempt(tx, params.step_id, attempt, "cancelled", None, at).await?;
         return Ok(FinishOutcome::Cancelled);
     }
@@ -1129,6 +1225,7 @@ pub(crate) async fn finish_step(
             .execute(&mut **tx)
             .await
             .map_err(db_error)?;
+            write_step_events(tx, &ended("completed")).await?;
             end_attempt(tx, params.step_id, attempt, "completed", None, at).await?;
             for variable in variables {
                 sqlx::query(
@@ -1149,7 +1246,7 @@ pub(crate) async fn finish_step(
                 .await
                 .map_err(db_error)?;
             }
-            apply_next(tx, workspace, params.execution_id, next, at).await?;
+            apply_next(tx, workspace, flow, params.execution_id, next, at).await?;
         }
         StepResult::Failed {
             status,
@@ -1175,6 +1272,7 @@ pub(crate) async fn finish_step(
             .execute(&mut **tx)
             .await
             .map_err(db_error)?;
+            write_step_events(tx, &ended(status.as_str())).await?;
             end_attempt(
                 tx,
                 params.step_id,
@@ -1184,7 +1282,7 @@ pub(crate) async fn finish_step(
                 at,
             )
             .await?;
-            apply_next(tx, workspace, params.execution_id, next, at).await?;
+            apply_next(tx, workspace, flow, params.execution_id, next, at).await?;
         }
         StepResult::RetryLater { error, run_at } => {
             sqlx::query(
@@ -1200,6 +1298,7 @@ pub(crate) async fn finish_step(
             .execute(&mut **tx)
             .await
             .map_err(db_error)?;
+            write_step_events(tx, &ended("pending")).await?;
             let outcome = if error.category == ErrorCategory::Timeout {
                 "timeout"
             } else {
@@ -1227,15 +1326,19 @@ pub(crate) async fn rescue_expired(tx: &mut Tx<'_>, limit: u32) -> StoreResult<u
     #[derive(sqlx::FromRow)]
     struct Expired {
         id: Uuid,
+        workspace_id: Uuid,
         flow_execution_id: Uuid,
+        action_type: String,
         attempt: i32,
         max_attempts: i32,
         run_status: String,
+        flow_id: Uuid,
     }
     let at = db_now(tx).await?;
     let expired = sqlx::query_as::<_, Expired>(AssertSqlSafe(format!(
-        "SELECT id, flow_execution_id, attempt, max_attempts, \
-         (SELECT e.status FROM flow_executions e WHERE e.id = action_executions.flow_execution_id) AS run_status \
+        "SELECT id, workspace_id, flow_execution_id, action_type, attempt, max_attempts, \
+         (SELECT e.status FROM flow_executions e WHERE e.id = action_executions.flow_execution_id) AS run_status, \
+         (SELECT e.flow_id FROM flow_executions e WHERE e.id = action_executions.flow_execution_id) AS flow_id \
          FROM action_executions WHERE status = 'running' AND lease_expires_at < $1 ORDER BY lease_expires_at LIMIT $2 {}",
         if FOR_UPDATE.is_empty() {
             ""
@@ -1250,6 +1353,17 @@ pub(crate) async fn rescue_expired(tx: &mut Tx<'_>, limit: u32) -> StoreResult<u
     .map_err(db_error)?;
     let error = worker_lost();
     for step in &expired {
+        let ended = |status| {
+            [StepEvent {
+                workspace: step.workspace_id,
+                flow: step.flow_id,
+                run: step.flow_execution_id,
+                step: step.id,
+                status,
+                action_type: &step.action_type,
+                attempt: step.attempt,
+            }]
+        };
         if step.run_status == "cancelled" {
             // Its run was cancelled while it was held: it ends cancelled, never runs again.
             end_attempt(tx, step.id.into(), step.attempt, "cancelled", None, at).await?;
@@ -1262,6 +1376,7 @@ pub(crate) async fn rescue_expired(tx: &mut Tx<'_>, limit: u32) -> StoreResult<u
             .execute(&mut **tx)
             .await
             .map_err(db_error)?;
+            write_step_events(tx, &ended("cancelled")).await?;
             continue;
         }
         end_attempt(
@@ -1284,6 +1399,7 @@ pub(crate) async fn rescue_expired(tx: &mut Tx<'_>, limit: u32) -> StoreResult<u
             .execute(&mut **tx)
             .await
             .map_err(db_error)?;
+            write_step_events(tx, &ended("pending")).await?;
         } else {
             sqlx::query(
                 "UPDATE action_executions SET status = 'failed', error = $1, error_category = 'worker_lost', \
@@ -1295,6 +1411,7 @@ pub(crate) async fn rescue_expired(tx: &mut Tx<'_>, limit: u32) -> StoreResult<u
             .execute(&mut **tx)
             .await
             .map_err(db_error)?;
+            write_step_events(tx, &ended("failed")).await?;
             sqlx::query(
                 "UPDATE flow_executions SET status = 'failed', error = $1, finished_at = $2 WHERE id = $3 AND status = 'running'",
             )
@@ -1358,6 +1475,7 @@ pub(crate) struct ClaimedRow {
     pub(crate) workspace_id: Uuid,
     pub(crate) flow_execution_id: Uuid,
     pub(crate) action_id: Uuid,
+    pub(crate) action_type: String,
     pub(crate) node_id: String,
     pub(crate) attempt: i32,
     pub(crate) max_attempts: i32,
@@ -1411,14 +1529,39 @@ pub(crate) async fn complete_claim(
         .into_iter()
         .map(|r| (r.id, r))
         .collect();
-    // A step whose run ended meanwhile (cancelled while the step was being rescued, say) is
-    // not handed out: it ends cancelled here.
+    // Every step claimed started; a step whose run ended meanwhile (cancelled while the step
+    // was being rescued, say) is not handed out: it ends cancelled here.
+    let mut rows = rows;
+    rows.sort_by_key(|r| r.id);
+    let event = |row: &ClaimedRow, status| -> StoreResult<Option<StepEvent<'static>>> {
+        let action_type: ActionType = row
+            .action_type
+            .parse()
+            .map_err(|e| corrupt("action type", e))?;
+        Ok(runs.get(&row.flow_execution_id).map(|run| StepEvent {
+            workspace: row.workspace_id,
+            flow: run.flow_id,
+            run: row.flow_execution_id,
+            step: row.id,
+            status,
+            action_type: action_type.as_str(),
+            attempt: row.attempt,
+        }))
+    };
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &rows {
+        events.extend(event(row, "running")?);
+    }
     let (rows, ended): (Vec<ClaimedRow>, Vec<ClaimedRow>) = rows.into_iter().partition(|r| {
         runs.get(&r.flow_execution_id)
             .is_some_and(|run| run.status == "pending" || run.status == "running")
     });
+    for row in &ended {
+        events.extend(event(row, "cancelled")?);
+    }
     // The claim's writes return nothing: one trip to the connection where the backend can.
     let mut writes = Writes::default();
+    step_events(&mut writes, &events);
     if !ended.is_empty() {
         let ids: Vec<Uuid> = ended.iter().map(|r| r.id).collect();
         let query =
