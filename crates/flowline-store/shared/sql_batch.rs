@@ -23,7 +23,7 @@ use crate::sql_execution::{
     AttemptEnd, INSERT_ROWS, QueuedStep, StepEvent, StepLease, Writes, attempt_ends, error_json,
     padded_rows, push_ids, queue_steps, step_events,
 };
-use crate::sql_store::{Tx, db_error};
+use crate::sql_store::{Tx, corrupt, db_error};
 
 /// How one report of a batch turns out, before anything is written.
 enum Planned<'a> {
@@ -323,16 +323,21 @@ pub(crate) async fn finish_steps(
         let steps: Vec<QueuedStep> = queued
             .iter()
             .zip(&leases)
-            .map(|((report, step), lease)| QueuedStep {
-                workspace: report.workspace_id.0,
-                flow: held
+            .map(|((report, step), lease)| {
+                // Only an applied report queues a step, and it was read with its run's flow.
+                let flow = held
                     .get(&report.step_id.0)
-                    .map_or(Uuid::nil(), |h| h.flow_id),
-                run: report.execution_id.0,
-                step,
-                lease: lease.as_ref(),
+                    .ok_or_else(|| corrupt("step", "a queued step's report was not held"))?
+                    .flow_id;
+                Ok(QueuedStep {
+                    workspace: report.workspace_id.0,
+                    flow,
+                    run: report.execution_id.0,
+                    step,
+                    lease: lease.as_ref(),
+                })
             })
-            .collect();
+            .collect::<StoreResult<_>>()?;
         let ids = queue_steps(&mut writes, &steps, at, &mut events);
         for ((report, _), (id, lease)) in queued.iter().zip(ids.into_iter().zip(&leases)) {
             if lease.is_some() {

@@ -1089,6 +1089,7 @@ pub(crate) fn attempt_ends(writes: &mut Writes, ends: &[AttemptEnd], at: DateTim
             .push_bind(end.map(|e| e.outcome))
             .push_bind(end.and_then(|e| e.error.clone()));
     });
+    // `WHERE true`: SQLite reads an upsert's `ON CONFLICT` right after a join as the join's `ON`.
     query.push(
         ") AS v JOIN action_executions s ON s.id = v.column2 WHERE true \
          ON CONFLICT (action_execution_id, attempt) DO UPDATE SET finished_at = excluded.finished_at, \
