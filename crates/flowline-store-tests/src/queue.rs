@@ -48,6 +48,14 @@ async fn settled_events(
     }
 }
 
+/// A step's attempts as (attempt, outcome).
+fn outcomes(attempts: &[flowline_store::execution::Attempt]) -> Vec<(i32, Option<&str>)> {
+    attempts
+        .iter()
+        .map(|a| (a.attempt, a.outcome.as_deref()))
+        .collect()
+}
+
 /// Asserts a one-step run's step events, in order, as (status, attempt).
 async fn assert_story(
     store: &dyn Store,
@@ -343,10 +351,7 @@ pub async fn an_expired_lease_is_rescued_and_its_old_holder_is_refused(store: &d
     let detail = store.get_execution(w, execution.id).await.unwrap();
     let attempts = &detail.steps[0].attempts;
     assert_eq!(
-        attempts
-            .iter()
-            .map(|a| (a.attempt, a.outcome.as_deref()))
-            .collect::<Vec<_>>(),
+        outcomes(attempts),
         vec![(1, Some("worker_lost")), (2, None)]
     );
     assert_eq!(Some(attempts[0].started_at), detail.steps[0].started_at);
@@ -369,10 +374,7 @@ pub async fn an_expired_lease_is_rescued_and_its_old_holder_is_refused(store: &d
     let detail = store.get_execution(w, execution.id).await.unwrap();
     let attempts = &detail.steps[0].attempts;
     assert_eq!(
-        attempts
-            .iter()
-            .map(|a| (a.attempt, a.outcome.as_deref()))
-            .collect::<Vec<_>>(),
+        outcomes(attempts),
         vec![(1, Some("worker_lost")), (2, Some("completed"))]
     );
     assert_eq!(attempts[1].started_at, second_start);
