@@ -3,7 +3,6 @@
 //! `sql_store.rs`; claims differ per backend (row locks, clocks) and live in `backend.rs`.
 
 use chrono::{DateTime, Utc};
-use flowline_core::action::ActionType;
 use flowline_core::id::{ExecutionId, FlowId, StepId, WorkspaceId};
 use flowline_core::status::{ErrorCategory, ExecutionStatus, Severity, StepStatus};
 use flowline_core::validation::ValidationErrors;
@@ -1530,36 +1529,35 @@ pub(crate) async fn complete_claim(
         .into_iter()
         .map(|r| (r.id, r))
         .collect();
-    // Every step claimed started; a step whose run ended meanwhile (cancelled while the step
-    // was being rescued, say) is not handed out: it ends cancelled here.
-    let mut rows = rows;
-    rows.sort_by_key(|r| r.id);
-    let event = |row: &ClaimedRow, status| -> StoreResult<Option<StepEvent<'static>>> {
-        let action_type: ActionType = row
-            .action_type
-            .parse()
-            .map_err(|e| corrupt("action type", e))?;
-        Ok(runs.get(&row.flow_execution_id).map(|run| StepEvent {
-            workspace: row.workspace_id,
-            flow: run.flow_id,
-            run: row.flow_execution_id,
-            step: row.id,
-            status,
-            action_type: action_type.as_str(),
-            attempt: row.attempt,
-        }))
-    };
-    let mut events = Vec::with_capacity(rows.len());
-    for row in &rows {
-        events.extend(event(row, "running")?);
-    }
+    // A step whose run ended meanwhile (cancelled while the step was being rescued, say) is
+    // not handed out: it ends cancelled here.
     let (rows, ended): (Vec<ClaimedRow>, Vec<ClaimedRow>) = rows.into_iter().partition(|r| {
         runs.get(&r.flow_execution_id)
             .is_some_and(|run| run.status == "pending" || run.status == "running")
     });
-    for row in &ended {
-        events.extend(event(row, "cancelled")?);
+    // Every step claimed started, and those not handed out ended.
+    fn event<'a>(row: &'a ClaimedRow, flow: Uuid, status: &'a str) -> StepEvent<'a> {
+        StepEvent {
+            workspace: row.workspace_id,
+            flow,
+            run: row.flow_execution_id,
+            step: row.id,
+            status,
+            action_type: &row.action_type,
+            attempt: row.attempt,
+        }
     }
+    let flow = |row: &ClaimedRow| runs.get(&row.flow_execution_id).map(|run| run.flow_id);
+    let events: Vec<StepEvent> = rows
+        .iter()
+        .chain(&ended)
+        .filter_map(|row| Some(event(row, flow(row)?, "running")))
+        .chain(
+            ended
+                .iter()
+                .filter_map(|row| Some(event(row, flow(row)?, "cancelled"))),
+        )
+        .collect();
     // The claim's writes return nothing: one trip to the connection where the backend can.
     let mut writes = Writes::default();
     step_events(&mut writes, &events);
