@@ -161,12 +161,6 @@ pub(crate) async fn finish_steps(
                         run_at: None,
                         keeps_error: false,
                     });
-                    attempts.push(AttemptEnd {
-                        step: report.step_id.0,
-                        attempt: *attempt,
-                        outcome: "completed",
-                        error: None,
-                    });
                     variables.extend(written.iter().map(|v| (*report, v)));
                     nexts.push((report, next));
                 }
@@ -190,12 +184,6 @@ pub(crate) async fn finish_steps(
                         finished_at: Some(at),
                         run_at: None,
                         keeps_error: false,
-                    });
-                    attempts.push(AttemptEnd {
-                        step: report.step_id.0,
-                        attempt: *attempt,
-                        outcome: status,
-                        error: Some(error_json(error)),
                     });
                     nexts.push((report, next));
                 }

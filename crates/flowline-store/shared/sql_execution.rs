@@ -775,18 +775,17 @@ pub(crate) async fn execution_detail(
         .into_iter()
         .map(Step::try_from)
         .collect::<StoreResult<Vec<_>>>()?;
-    // Ended attempts have rows; the one in progress is its step's.
-    let attempts = sqlx::query_as::<_, AttemptRow>(
+    // Attempts that ended before their step's last have rows; the last is its step's.
+    let attempts = sqlx::query_as::<_, AttemptRow>(AssertSqlSafe(format!(
         "SELECT t.action_execution_id, t.attempt, t.started_at, t.finished_at, t.outcome, t.error \
          FROM action_attempts t JOIN action_executions s ON s.id = t.action_execution_id \
          WHERE s.workspace_id = $1 AND s.flow_execution_id = $2 \
          UNION ALL \
-         SELECT s.id, s.attempt, COALESCE(s.attempt_started_at, s.started_at), NULL, NULL, NULL \
+         SELECT {LAST_ATTEMPT} \
          FROM action_executions s WHERE s.workspace_id = $1 AND s.flow_execution_id = $2 \
-         AND s.status = 'running' AND NOT EXISTS (SELECT 1 FROM action_attempts t \
-             WHERE t.action_execution_id = s.id AND t.attempt = s.attempt) \
-         ORDER BY 1, 2",
-    )
+         AND {HAS_LAST_ATTEMPT} \
+         ORDER BY 1, 2"
+    )))
     .bind(workspace.0)
     .bind(id.0)
     .fetch_all(&mut **tx)
@@ -1013,6 +1012,30 @@ pub(crate) async fn retry_execution(
     Ok(after)
 }
 
+/// A step `s`'s last attempt, from its own row, as `action_attempts`' columns from
+/// `action_execution_id` on: the attempt in progress while it runs, then the one that ended it.
+/// Only attempts that ended before their step's last (retried, rescued, cancelled) have rows of
+/// their own, so a step that ends at its first attempt writes one row, not two.
+pub(crate) const LAST_ATTEMPT: &str = "s.id, s.attempt, COALESCE(s.attempt_started_at, s.started_at), \
+     s.finished_at, CASE WHEN s.status = 'running' THEN NULL ELSE s.status END, \
+     CASE WHEN s.status = 'running' THEN NULL ELSE s.error END";
+
+/// Whether step `s` has a last attempt not written as a row (see [`LAST_ATTEMPT`]): it is
+/// running or ended, and the row, if an earlier path or version wrote one, is not there.
+pub(crate) const HAS_LAST_ATTEMPT: &str = "s.status <> 'pending' AND s.attempt > 0 \
+     AND NOT EXISTS (SELECT 1 FROM action_attempts t \
+         WHERE t.action_execution_id = s.id AND t.attempt = s.attempt)";
+
+/// Every attempt, as a table with `action_attempts`' columns from `workspace_id` on.
+pub(crate) fn all_attempts() -> String {
+    format!(
+        "(SELECT t.workspace_id, t.action_execution_id, t.attempt, t.started_at, t.finished_at, \
+         t.outcome, t.error FROM action_attempts t \
+         UNION ALL \
+         SELECT s.workspace_id, {LAST_ATTEMPT} FROM action_executions s WHERE {HAS_LAST_ATTEMPT})"
+    )
+}
+
 pub(crate) fn error_json(error: &StepError) -> Json<serde_json::Value> {
     Json(serde_json::to_value(error).unwrap_or(serde_json::Value::Null))
 }
@@ -1226,7 +1249,6 @@ pub(crate) async fn finish_step(
             .await
             .map_err(db_error)?;
             write_step_events(tx, &ended("completed")).await?;
-            end_attempt(tx, params.step_id, attempt, "completed", None, at).await?;
             for variable in variables {
                 sqlx::query(
                     "INSERT INTO action_variables (id, workspace_id, flow_execution_id, name, type, value, \
@@ -1273,15 +1295,6 @@ pub(crate) async fn finish_step(
             .await
             .map_err(db_error)?;
             write_step_events(tx, &ended(status.as_str())).await?;
-            end_attempt(
-                tx,
-                params.step_id,
-                attempt,
-                status.as_str(),
-                Some(error),
-                at,
-            )
-            .await?;
             apply_next(tx, workspace, flow, params.execution_id, next, at).await?;
         }
         StepResult::RetryLater { error, run_at } => {
@@ -1482,8 +1495,9 @@ pub(crate) struct ClaimedRow {
 }
 
 /// After a backend's claim: marks the runs running and gathers what the workers need from each
-/// run. The attempts a claim starts are the steps' own (`attempt`, `attempt_started_at`) until
-/// they end, when [`attempt_ends`] writes their rows.
+/// run. The attempts a claim starts are the steps' own (`attempt`, `attempt_started_at`), and
+/// stay so if they end their step ([`LAST_ATTEMPT`]); [`attempt_ends`] writes the rows of those
+/// that do not.
 pub(crate) async fn complete_claim(
     tx: &mut Tx<'_>,
     rows: Vec<ClaimedRow>,

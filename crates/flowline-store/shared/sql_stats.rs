@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::backend::{
     ATTEMPT_MS, EVENTS_SETTLED, StoreImpl, db_now, enter_engine_scope, json_text,
 };
+use crate::sql_execution::all_attempts;
 use crate::sql_store::{Access, Tx, commit, corrupt, db_error, now};
 
 /// The steps in scope: the workspace's, created since `$2`, of flow `$3` when given.
@@ -23,11 +24,13 @@ const STEPS: &str = "FROM action_executions s JOIN flow_executions e ON e.id = s
 
 /// Finished attempts in scope.
 fn attempts() -> String {
-    "FROM action_attempts a JOIN action_executions s ON s.id = a.action_execution_id \
-     JOIN flow_executions e ON e.id = s.flow_execution_id \
-     WHERE a.workspace_id = $1 AND a.started_at >= $2 AND ($3 IS NULL OR e.flow_id = $3) \
-     AND a.finished_at IS NOT NULL"
-        .to_owned()
+    format!(
+        "FROM {} a JOIN action_executions s ON s.id = a.action_execution_id \
+         JOIN flow_executions e ON e.id = s.flow_execution_id \
+         WHERE a.workspace_id = $1 AND a.started_at >= $2 AND ($3 IS NULL OR e.flow_id = $3) \
+         AND a.finished_at IS NOT NULL",
+        all_attempts()
+    )
 }
 
 /// Nearest-rank percentiles of one action type's attempt durations.

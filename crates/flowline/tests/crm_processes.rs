@@ -90,7 +90,11 @@ fn ledger(runs: i64) -> Vec<(&'static str, &'static str, i64)> {
         ),
         (
             "every step completed once",
-            "SELECT count(*) FROM action_attempts WHERE outcome = 'completed'",
+            concat!(
+                "SELECT count(*) FROM ",
+                attempts!(),
+                " a WHERE outcome = 'completed'"
+            ),
             runs * 4,
         ),
         (

@@ -120,22 +120,39 @@ async fn three_workers_run_two_thousand_steps_exactly_once_through_a_sigkill_and
     assert_eq!(
         count(
             &mut c,
-            "SELECT count(*) FROM action_attempts WHERE outcome = 'completed'"
+            concat!(
+                "SELECT count(*) FROM ",
+                attempts!(),
+                " a WHERE outcome = 'completed'"
+            )
         )
         .await,
         total
     );
     assert_eq!(
-        count(&mut c, "SELECT count(*) FROM (SELECT action_execution_id FROM action_attempts WHERE outcome = 'completed' GROUP BY 1 HAVING count(*) > 1) twice").await,
+        count(
+            &mut c,
+            concat!(
+                "SELECT count(*) FROM (SELECT action_execution_id FROM ",
+                attempts!(),
+                " a WHERE outcome = 'completed' GROUP BY 1 HAVING count(*) > 1) twice"
+            )
+        )
+        .await,
         0,
         "no step completed twice"
     );
     assert_eq!(
         count(
             &mut c,
-            "SELECT count(*) FROM action_attempts a JOIN action_attempts b \
-             ON a.action_execution_id = b.action_execution_id AND a.attempt < b.attempt \
-             WHERE a.finished_at IS NULL OR b.started_at < a.finished_at"
+            concat!(
+                "SELECT count(*) FROM ",
+                attempts!(),
+                " a JOIN ",
+                attempts!(),
+                " b ON a.action_execution_id = b.action_execution_id AND a.attempt < b.attempt \
+                 WHERE a.finished_at IS NULL OR b.started_at < a.finished_at"
+            )
         )
         .await,
         0,

@@ -84,10 +84,16 @@ api_test! {
                 let detail = run(app, &run_id).await;
                 let step = uuid(&detail["steps"][0]["id"]);
                 let base = Utc::now() - Duration::minutes(10);
+                // An attempt that ended before its step's last has a row; the last is the step's.
+                let times = || vec![SqlValue::Time(base), SqlValue::Time(base + Duration::milliseconds(ms)), SqlValue::Id(step)];
                 let sql = format!(
                     "UPDATE action_attempts SET started_at = $1, finished_at = $2 WHERE action_execution_id = $3 AND attempt = {attempt}"
                 );
-                app.execute(&sql, vec![SqlValue::Time(base), SqlValue::Time(base + Duration::milliseconds(ms)), SqlValue::Id(step)]).await;
+                app.execute(&sql, times()).await;
+                let sql = format!(
+                    "UPDATE action_executions SET attempt_started_at = $1, finished_at = $2 WHERE id = $3 AND attempt = {attempt}"
+                );
+                app.execute(&sql, times()).await;
             }
         };
         for (i, ms) in [10, 20, 30, 40].into_iter().enumerate() {
@@ -102,7 +108,7 @@ api_test! {
         let old_step = uuid(&run(&app, &good_runs[4]).await["steps"][0]["id"]);
         app.execute("UPDATE flow_executions SET created_at = $1 WHERE id = $2", vec![SqlValue::Time(old), SqlValue::Id(old_run)]).await;
         app.execute("UPDATE action_executions SET created_at = $1 WHERE id = $2", vec![SqlValue::Time(old), SqlValue::Id(old_step)]).await;
-        app.execute("UPDATE action_attempts SET started_at = $1, finished_at = $1 WHERE action_execution_id = $2", vec![SqlValue::Time(old), SqlValue::Id(old_step)]).await;
+        app.execute("UPDATE action_executions SET attempt_started_at = $1, finished_at = $1 WHERE id = $2", vec![SqlValue::Time(old), SqlValue::Id(old_step)]).await;
 
         let stats = app.get("/api/stats", &app.owner).await.expect(200);
         let action = |kind: &str| stats["actions"].as_array().unwrap().iter().find(|a| a["actionType"] == kind).cloned().unwrap();

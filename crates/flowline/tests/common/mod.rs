@@ -231,6 +231,20 @@ pub async fn wait_for(
     }
 }
 
+/// Every attempt of every step as SQL (a table of `action_execution_id`, `attempt`,
+/// `started_at`, `finished_at`, `outcome`), for `concat!`: the rows of attempts that ended before
+/// their step's last, and each step's last attempt from its own row.
+#[macro_export]
+macro_rules! attempts {
+    () => {
+        "(SELECT action_execution_id, attempt, started_at, finished_at, outcome FROM action_attempts \
+         UNION ALL SELECT s.id, s.attempt, COALESCE(s.attempt_started_at, s.started_at), s.finished_at, \
+         CASE WHEN s.status = 'running' THEN NULL ELSE s.status END FROM action_executions s \
+         WHERE s.status <> 'pending' AND s.attempt > 0 AND NOT EXISTS (SELECT 1 FROM action_attempts t \
+         WHERE t.action_execution_id = s.id AND t.attempt = s.attempt))"
+    };
+}
+
 /// One number from `sql`.
 pub async fn count(conn: &mut sqlx::PgConnection, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
