@@ -60,8 +60,12 @@ impl RetentionStore for StoreImpl {
     async fn prune_events(&self, limit: u32) -> StoreResult<u64> {
         let mut tx = self.begin(Access::Write).await?;
         enter_engine_scope(&mut tx).await?;
+        // The expired among the `limit` oldest: events are written in id order, so this walks
+        // the primary key from its start and stops at the first young events, with no index on
+        // age to keep up for every event written.
         let pruned = sqlx::query(AssertSqlSafe(format!(
-            "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE {EVENTS_EXPIRED} ORDER BY id LIMIT $1)"
+            "DELETE FROM events WHERE id IN (SELECT id FROM \
+             (SELECT id, created_at FROM events ORDER BY id LIMIT $1) oldest WHERE {EVENTS_EXPIRED})"
         )))
         .bind(i64::from(limit))
         .execute(&mut *tx)

@@ -22,6 +22,6 @@ pub trait RetentionStore: Send + Sync {
     /// than their workspace's retention, oldest first, across workspaces; returns how many.
     async fn prune_finished(&self, limit: u32) -> StoreResult<u64>;
 
-    /// Deletes up to `limit` run events older than a day; returns how many.
+    /// Deletes the run events older than a day among the `limit` oldest; returns how many.
     async fn prune_events(&self, limit: u32) -> StoreResult<u64>;
 }

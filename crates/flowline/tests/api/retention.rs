@@ -5,6 +5,9 @@ use chrono::{Duration, Utc};
 use flowline_core::role::Role;
 use serde_json::{Value, json};
 
+use flowline_core::id::ExecutionId;
+use flowline_store::stats::{EventCursor, RunEvent};
+
 use crate::api_test;
 use crate::support::{SqlValue, TestApp};
 
@@ -86,6 +89,49 @@ api_test! {
         assert_eq!(app.engine.prune().await.unwrap(), 0, "nothing more to prune");
         let audit = app.get("/api/audit?entityType=workspace", &other).await.expect(200);
         assert_eq!(audit["items"][0]["action"], "workspace.update");
+    }
+}
+
+/// A run's events, once every transaction that wrote them has settled (on PostgreSQL a read of
+/// events waits for transactions that began earlier, and other tests share the cluster).
+async fn settled_events(app: &TestApp, run: &str, at_least: usize) -> Vec<RunEvent> {
+    let run = ExecutionId(run.parse().unwrap());
+    let started = std::time::Instant::now();
+    loop {
+        let events = app
+            .store
+            .events_after(app.workspace, EventCursor::default(), None, Some(run), 100)
+            .await
+            .unwrap();
+        if events.len() >= at_least || started.elapsed() > std::time::Duration::from_secs(30) {
+            return events;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+api_test! {
+    async fn events_older_than_a_day_are_pruned_oldest_first(app: TestApp) {
+        let (_, runs) = runs_of(&app, &app.owner, 3, json!("x")).await;
+        // Each run: queued, running, its step queued, running, completed, the run completed.
+        for run in &runs {
+            assert_eq!(settled_events(&app, run, 6).await.len(), 6, "{run}");
+        }
+        // The first run's events are two days old, the second's 23 hours: only the first's go.
+        for (run, age) in [(&runs[0], Duration::days(2)), (&runs[1], Duration::hours(23))] {
+            app.execute(
+                "UPDATE events SET created_at = $1 WHERE execution_id = $2",
+                vec![SqlValue::Time(Utc::now() - age), SqlValue::Id(run.parse().unwrap())],
+            )
+            .await;
+        }
+        assert_eq!(app.engine.prune().await.unwrap(), 0, "no run is past its retention");
+        assert!(settled_events(&app, &runs[0], 0).await.is_empty());
+        for run in &runs[1..] {
+            assert_eq!(settled_events(&app, run, 6).await.len(), 6, "{run}");
+        }
+        // The runs themselves stay.
+        app.get(&format!("/api/executions/{}", runs[0]), &app.owner).await.expect(200);
     }
 }
 
