@@ -60,6 +60,7 @@ pub(crate) async fn run(
     gate: Arc<tokio::sync::Mutex<()>>,
     committed: Arc<Notify>,
 ) {
+    let replies = replier();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = jobs.recv().await {
         make_way(&waiting).await;
@@ -76,8 +77,15 @@ pub(crate) async fn run(
         match together {
             Ok(results) => {
                 committed.notify_one();
-                for (job, result) in batch.drain(..).zip(results) {
-                    reply(job, Ok(result));
+                let answered: Answered = batch
+                    .drain(..)
+                    .zip(results)
+                    .map(|(job, result)| (job, Ok(result)))
+                    .collect();
+                if let Err(std::sync::mpsc::SendError(answered)) = replies.send(answered) {
+                    answered
+                        .into_iter()
+                        .for_each(|(job, result)| reply(job, result));
                 }
             }
             Err(error) => {
@@ -94,6 +102,29 @@ pub(crate) async fn run(
     if let Err(error) = conn.close().await {
         tracing::warn!(%error, "the SQLite writer's connection did not close cleanly");
     }
+}
+
+/// A batch's jobs with their results.
+type Answered = Vec<(Job, StoreResult<Done>)>;
+
+/// Answers committed batches on a thread of its own, so the writer starts its next batch at
+/// once: waking each job's task, on another runtime, and freeing what it reported took the
+/// writer about a tenth of its time. If the thread cannot start, the writer answers itself.
+fn replier() -> std::sync::mpsc::Sender<Answered> {
+    let (replies, answered) = std::sync::mpsc::channel::<Answered>();
+    let started = std::thread::Builder::new()
+        .name("flowline-sqlite-replies".into())
+        .spawn(move || {
+            for batch in answered {
+                batch
+                    .into_iter()
+                    .for_each(|(job, result)| reply(job, result));
+            }
+        });
+    if let Err(error) = started {
+        tracing::warn!(%error, "the SQLite writer's reply thread did not start; the writer answers itself");
+    }
+    replies
 }
 
 async fn one(tx: &mut Tx<'_>, job: &Job) -> StoreResult<Done> {
