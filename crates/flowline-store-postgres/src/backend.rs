@@ -15,9 +15,10 @@ use flowline_core::id::WorkspaceId;
 use flowline_core::token::TokenHash;
 use flowline_store::{StoreError, StoreResult};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, Executor, PgConnection, PgPool};
+use sqlx::{Connection, Executor, PgConnection, PgPool, QueryBuilder};
 
-use crate::sql_execution::{ClaimedRow, complete_claim};
+use crate::sql_batch::Held;
+use crate::sql_execution::{ClaimedRow, complete_claim, push_ids};
 use crate::sql_store::{Access, Tx, db_error};
 
 pub(crate) type Db = sqlx::Postgres;
@@ -407,4 +408,23 @@ pub(crate) async fn relay_wakeups(store: &PgStore, mut shutdown: watch::Receiver
             },
         }
     }
+}
+
+/// The running steps among `ids`, with their runs' status and flow, locked to the commit so a
+/// cancel applies before or after the batch; locked in step id order, the order heartbeats take
+/// too, so the two cannot deadlock.
+pub(crate) async fn held_steps(tx: &mut Tx<'_>, ids: &[Uuid]) -> StoreResult<Vec<Held>> {
+    let mut query = QueryBuilder::<Db>::new(
+        "SELECT s.id, s.lease_token, s.attempt, s.workspace_id, s.flow_execution_id, s.action_type, \
+         e.status AS run_status, e.flow_id \
+         FROM action_executions s JOIN flow_executions e ON e.id = s.flow_execution_id \
+         WHERE s.status = 'running' AND s.id IN (",
+    );
+    push_ids(&mut query, ids);
+    query.push(" ORDER BY s.id FOR UPDATE");
+    query
+        .build_query_as::<Held>()
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_error)
 }

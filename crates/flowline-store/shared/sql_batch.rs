@@ -14,16 +14,29 @@ use flowline_store::StoreResult;
 use flowline_store::execution::{
     FinishOutcome, FinishStep, HandedOn, NewStep, Next, StepResult, Variable,
 };
-use sqlx::QueryBuilder;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::backend::{Db, FOR_UPDATE, db_now};
+use crate::backend::{db_now, held_steps};
 use crate::sql_execution::{
     AttemptEnd, INSERT_ROWS, QueuedStep, StepEvent, StepLease, Writes, attempt_ends, error_json,
     padded_rows, push_ids, queue_steps, step_events,
 };
-use crate::sql_store::{Tx, corrupt, db_error};
+use crate::sql_store::{Tx, corrupt};
+
+/// A running step a batch of ends reports on, with its run's status and flow, read (and on
+/// PostgreSQL locked) by the backend's `held_steps` before anything is written.
+#[derive(sqlx::FromRow, serde::Deserialize)]
+pub(crate) struct Held {
+    pub(crate) id: Uuid,
+    pub(crate) lease_token: Option<Uuid>,
+    pub(crate) attempt: i32,
+    pub(crate) workspace_id: Uuid,
+    pub(crate) flow_execution_id: Uuid,
+    pub(crate) action_type: String,
+    pub(crate) run_status: String,
+    pub(crate) flow_id: Uuid,
+}
 
 /// How one report of a batch turns out, before anything is written.
 enum Planned<'a> {
@@ -45,37 +58,12 @@ pub(crate) async fn finish_steps(
     tx: &mut Tx<'_>,
     reports: &[&FinishStep],
 ) -> StoreResult<Vec<FinishOutcome>> {
-    #[derive(sqlx::FromRow)]
-    struct Held {
-        id: Uuid,
-        lease_token: Option<Uuid>,
-        attempt: i32,
-        workspace_id: Uuid,
-        flow_execution_id: Uuid,
-        action_type: String,
-        run_status: String,
-        flow_id: Uuid,
-    }
     if reports.is_empty() {
         return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = reports.iter().map(|r| r.step_id.0).collect();
-    let mut query = QueryBuilder::<Db>::new(
-        "SELECT s.id, s.lease_token, s.attempt, s.workspace_id, s.flow_execution_id, s.action_type, \
-         e.status AS run_status, e.flow_id \
-         FROM action_executions s JOIN flow_executions e ON e.id = s.flow_execution_id \
-         WHERE s.status = 'running' AND s.id IN (",
-    );
-    push_ids(&mut query, &ids);
-    // On PostgreSQL the rows stay locked to the commit, so a cancel applies before or after; they
-    // are locked in step id order, the order heartbeats take too, so the two cannot deadlock.
-    query.push(" ORDER BY s.id ");
-    query.push(FOR_UPDATE);
-    let held: HashMap<Uuid, Held> = query
-        .build_query_as::<Held>()
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(db_error)?
+    let held: HashMap<Uuid, Held> = held_steps(tx, &ids)
+        .await?
         .into_iter()
         .map(|h| (h.id, h))
         .collect();
