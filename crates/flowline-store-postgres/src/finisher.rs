@@ -18,9 +18,9 @@ use flowline_store::execution::{FinishOutcome, FinishStep};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::backend::{enter_workspace, enter_workspace_by_keys};
-use crate::sql_batch::finish_steps;
-use crate::sql_execution::finish_step;
+use crate::backend::{db_now, enter_workspace, enter_workspace_by_keys, held_steps};
+use crate::sql_batch::{plan_finish, reported_ids};
+use crate::sql_execution::{Writes, finish_step};
 use crate::sql_store::db_error;
 
 /// The most reports one batch takes.
@@ -95,7 +95,11 @@ async fn together(
     let mut tx = pool.begin().await.map_err(db_error)?;
     enter_workspace_by_keys(&mut tx, workspace).await?;
     let reports: Vec<&FinishStep> = group.iter().map(|(report, _)| report).collect();
-    let outcomes = finish_steps(&mut tx, &reports).await?;
+    let held = held_steps(&mut tx, &reported_ids(&reports)).await?;
+    let at = db_now(&mut tx).await?;
+    let mut writes = Writes::default();
+    let outcomes = plan_finish(held, &reports, at, &mut writes)?;
+    writes.run(&mut tx).await?;
     tx.commit().await.map_err(db_error)?;
     Ok(outcomes)
 }

@@ -23,7 +23,7 @@ use crate::writer::{Job, gone};
 
 use crate::sql_batch::Held;
 use crate::sql_execution::{ClaimedRow, complete_claim, push_ids};
-use crate::sql_store::{Access, Tx, corrupt, db_error, now};
+use crate::sql_store::{Access, Conn, Tx, corrupt, db_error, now};
 
 pub(crate) type Db = sqlx::Sqlite;
 pub(crate) type StoreImpl = SqliteStore;
@@ -283,7 +283,7 @@ pub(crate) async fn enter_engine_scope(_tx: &mut Tx<'_>) -> StoreResult<()> {
 /// only their few oldest due steps are ranked: the cost follows the number of workspaces, not
 /// the size of the backlog. Each workspace offers its fair share of the batch, and at least
 /// `per_workspace_limit` steps, so one busy workspace alone still fills a whole batch.
-pub(crate) async fn claim(tx: &mut Tx<'_>, params: &ClaimParams) -> StoreResult<Vec<ClaimedStep>> {
+pub(crate) async fn claim(conn: &mut Conn, params: &ClaimParams) -> StoreResult<Vec<ClaimedStep>> {
     let at = now();
     let expires =
         at + chrono::Duration::from_std(params.lease).unwrap_or(chrono::Duration::seconds(30));
@@ -319,10 +319,10 @@ pub(crate) async fn claim(tx: &mut Tx<'_>, params: &ClaimParams) -> StoreResult<
     .bind(params.queue.as_str())
     .bind(i64::from(params.per_workspace_limit.max(1)))
     .bind(i64::from(params.limit))
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *conn)
     .await
     .map_err(db_error)?;
-    complete_claim(tx, rows, token, at).await
+    complete_claim(conn, rows, token, at).await
 }
 
 /// Nothing to relay on SQLite; waits for shutdown.
@@ -337,9 +337,16 @@ pub(crate) async fn relay_wakeups(_store: &SqliteStore, mut shutdown: watch::Rec
 /// The running steps among `ids`, with their runs' status and flow, as one row of JSON: sqlx
 /// passes SQLite's rows from the connection's thread to the writer one message each, and a
 /// batch's fifty-odd rows, each a hand-over between two threads, cost several times the read.
-pub(crate) async fn held_steps(tx: &mut Tx<'_>, ids: &[Uuid]) -> StoreResult<Vec<Held>> {
-    let mut query = QueryBuilder::<Db>::new(
-        "SELECT json_group_array(json_object('id', hex(s.id), 'lease_token', hex(s.lease_token), \
+/// `ahead`, a statement (the writer's `BEGIN`), is sent with the read in the same trip to the
+/// connection.
+pub(crate) async fn held_steps(
+    conn: &mut Conn,
+    ahead: &str,
+    ids: &[Uuid],
+) -> StoreResult<Vec<Held>> {
+    let mut query = QueryBuilder::<Db>::new(ahead);
+    query.push(
+        "; SELECT json_group_array(json_object('id', hex(s.id), 'lease_token', hex(s.lease_token), \
          'attempt', s.attempt, 'workspace_id', hex(s.workspace_id), \
          'flow_execution_id', hex(s.flow_execution_id), 'action_type', s.action_type, \
          'run_status', e.status, 'flow_id', hex(e.flow_id))) \
@@ -349,7 +356,7 @@ pub(crate) async fn held_steps(tx: &mut Tx<'_>, ids: &[Uuid]) -> StoreResult<Vec
     push_ids(&mut query, ids);
     let rows: String = query
         .build_query_scalar()
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *conn)
         .await
         .map_err(db_error)?;
     serde_json::from_str(&rows).map_err(|e| corrupt("held steps", e))

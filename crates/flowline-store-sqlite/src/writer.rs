@@ -16,10 +16,10 @@ use std::time::Duration;
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::backend::claim;
-use crate::sql_batch::finish_steps;
-use crate::sql_execution::finish_step;
-use crate::sql_store::{Tx, db_error};
+use crate::backend::{claim, held_steps};
+use crate::sql_batch::{plan_finish, reported_ids};
+use crate::sql_execution::{Writes, finish_step};
+use crate::sql_store::{Tx, db_error, now};
 
 /// The shortest time between two background checkpoints.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
@@ -134,8 +134,24 @@ async fn one(tx: &mut Tx<'_>, job: &Job) -> StoreResult<Done> {
     })
 }
 
+/// How a transaction of the writer begins: it takes SQLite's write lock at once.
+const BEGIN: &str = "BEGIN IMMEDIATE";
+
+/// Runs a batch in one transaction, begun and committed by hand so that `BEGIN` travels to the
+/// connection's thread with the first read and `COMMIT` with the last writes: each trip is a
+/// hand-over between two threads, and a batch made four of them, not two. If anything fails,
+/// the transaction is rolled back before the error is returned.
 async fn together(conn: &mut SqliteConnection, batch: &[Job]) -> StoreResult<Vec<Done>> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+    let result = batch_writes(conn, batch).await;
+    if result.is_err() {
+        // Whatever failed, including the commit, leaves no transaction open; if none is, SQLite
+        // says so, which changes nothing.
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+    }
+    result
+}
+
+async fn batch_writes(conn: &mut SqliteConnection, batch: &[Job]) -> StoreResult<Vec<Done>> {
     // Step ends first, all at once, so the steps they queue can be claimed by this very batch.
     let reports: Vec<&FinishStep> = batch
         .iter()
@@ -144,20 +160,36 @@ async fn together(conn: &mut SqliteConnection, batch: &[Job]) -> StoreResult<Vec
             Job::Claim(..) => None,
         })
         .collect();
-    let mut finished = finish_steps(&mut tx, &reports).await?.into_iter();
+    let mut writes = Writes::default();
+    let finished = if reports.is_empty() {
+        sqlx::raw_sql(BEGIN)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        Vec::new()
+    } else {
+        let held = held_steps(conn, BEGIN, &reported_ids(&reports)).await?;
+        plan_finish(held, &reports, now(), &mut writes)?
+    };
+    // Claims read what they claim: the step ends' writes go first, on their own.
+    if batch.iter().any(|job| matches!(job, Job::Claim(..))) {
+        std::mem::take(&mut writes).run(conn).await?;
+    }
+    let mut finished = finished.into_iter();
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         results.push(match job {
             Job::Finish(..) => Done::Finish(finished.next().ok_or_else(mismatch)?),
-            Job::Claim(params, _) => Done::Claim(claim(&mut tx, params).await?),
+            Job::Claim(params, _) => Done::Claim(claim(conn, params).await?),
         });
     }
-    tx.commit().await.map_err(db_error)?;
+    writes.statement("COMMIT");
+    writes.run(conn).await?;
     Ok(results)
 }
 
 async fn alone(conn: &mut SqliteConnection, job: &Job) -> StoreResult<Done> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+    let mut tx = conn.begin_with(BEGIN).await.map_err(db_error)?;
     let result = one(&mut tx, job).await?;
     tx.commit().await.map_err(db_error)?;
     Ok(result)
@@ -210,5 +242,60 @@ pub(crate) async fn checkpoint(mut conn: SqliteConnection, committed: Arc<Notify
             tracing::warn!(%error, "a checkpoint of the write-ahead log failed; the next one retries it");
         }
         tokio::time::sleep(CHECKPOINT_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowline_core::id::{ExecutionId, StepId, WorkspaceId};
+    use flowline_store::execution::{Next, StepResult};
+    use sqlx::ConnectOptions;
+    use sqlx::sqlite::SqliteConnectOptions;
+
+    /// A batch that fails after its `BEGIN` ran (here, on a database without the schema) leaves
+    /// no transaction open, so the writer's next transaction, and each job run alone, can begin.
+    #[tokio::test]
+    async fn a_failed_batch_leaves_no_transaction_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = SqliteConnectOptions::new()
+            .filename(dir.path().join("empty.db"))
+            .create_if_missing(true)
+            .connect()
+            .await
+            .expect("connect");
+        let (reply, _answer) = oneshot::channel();
+        let batch = vec![Job::Finish(
+            Box::new(FinishStep {
+                workspace_id: WorkspaceId::new(),
+                execution_id: ExecutionId::new(),
+                step_id: StepId::new(),
+                lease_token: uuid::Uuid::now_v7(),
+                input: None,
+                result: StepResult::Completed {
+                    output: serde_json::json!({}),
+                    variables: Vec::new(),
+                    next: Next::Complete,
+                },
+                hand_on: None,
+            }),
+            reply,
+        )];
+        // The batch's own statements leave its transaction open when they fail...
+        assert!(batch_writes(&mut conn, &batch).await.is_err());
+        assert!(
+            sqlx::raw_sql(BEGIN).execute(&mut conn).await.is_err(),
+            "the failed batch's transaction is still open"
+        );
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut conn)
+            .await
+            .expect("rollback");
+        // ...and a batch run as the writer runs it does not.
+        assert!(together(&mut conn, &batch).await.is_err());
+        sqlx::raw_sql(BEGIN)
+            .execute(&mut conn)
+            .await
+            .expect("a new transaction begins");
     }
 }

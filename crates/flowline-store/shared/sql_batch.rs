@@ -3,7 +3,10 @@
 //!
 //! Each statement is a round trip, and round trips, not SQL, bound a step's end: a batch costs
 //! about ten statements here instead of seven per step. The effects are those of
-//! `sql_execution::finish_step` for each report. Compiled into each backend like `sql_store.rs`.
+//! `sql_execution::finish_step` for each report. The backend reads the held steps (its
+//! `held_steps`) and runs the planned writes, each in the trips that suit it: SQLite's writer
+//! sends its `BEGIN` with the read and its `COMMIT` with the writes. Compiled into each backend
+//! like `sql_store.rs`.
 
 use std::collections::HashMap;
 
@@ -17,12 +20,11 @@ use flowline_store::execution::{
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::backend::{db_now, held_steps};
 use crate::sql_execution::{
     AttemptEnd, INSERT_ROWS, QueuedStep, StepEvent, StepLease, Writes, attempt_ends, error_json,
     padded_rows, push_ids, queue_steps, step_events,
 };
-use crate::sql_store::{Tx, corrupt};
+use crate::sql_store::corrupt;
 
 /// A running step a batch of ends reports on, with its run's status and flow, read (and on
 /// PostgreSQL locked) by the backend's `held_steps` before anything is written.
@@ -51,22 +53,23 @@ enum Planned<'a> {
     },
 }
 
-/// Records many step ends in a few statements: the same effects as [`finish_step`] for each
-/// report, in report order, for a writer that group-commits (SQLite's). Reports must concern
-/// different runs, as the reports of one claim cycle do (a run has one step in flight).
-pub(crate) async fn finish_steps(
-    tx: &mut Tx<'_>,
+/// The steps `reports` are about, for the backend's `held_steps`.
+pub(crate) fn reported_ids(reports: &[&FinishStep]) -> Vec<Uuid> {
+    reports.iter().map(|r| r.step_id.0).collect()
+}
+
+/// Plans many step ends as a few statements, added to `writes`: the same effects as
+/// [`finish_step`](crate::sql_execution::finish_step) for each report, in report order, given
+/// the steps as `held_steps` read them in the same transaction.
+/// Returns each report's outcome once the writes ran. Reports must concern different runs, as
+/// the reports of one claim cycle do (a run has one step in flight).
+pub(crate) fn plan_finish(
+    held: Vec<Held>,
     reports: &[&FinishStep],
+    at: DateTime<Utc>,
+    writes: &mut Writes,
 ) -> StoreResult<Vec<FinishOutcome>> {
-    if reports.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<Uuid> = reports.iter().map(|r| r.step_id.0).collect();
-    let held: HashMap<Uuid, Held> = held_steps(tx, &ids)
-        .await?
-        .into_iter()
-        .map(|h| (h.id, h))
-        .collect();
+    let held: HashMap<Uuid, Held> = held.into_iter().map(|h| (h.id, h)).collect();
     let mut seen = std::collections::HashSet::new();
     let plans: Vec<Planned> = reports
         .iter()
@@ -92,7 +95,6 @@ pub(crate) async fn finish_steps(
             _ => Planned::Lost,
         })
         .collect();
-    let at = db_now(tx).await?;
 
     // The steps' own rows.
     struct StepEnd<'a> {
@@ -219,7 +221,6 @@ pub(crate) async fn finish_steps(
         })
         .collect();
     // Everything from here returns nothing: one trip to the connection where the backend can.
-    let mut writes = Writes::default();
     if !ends.is_empty() {
         let query = writes.statement(
             "WITH v(id, status, input, output, error, category, finished_at, run_at, keeps_error) AS (",
@@ -244,7 +245,7 @@ pub(crate) async fn finish_steps(
              lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
              FROM v WHERE action_executions.id = v.id",
         );
-        attempt_ends(&mut writes, &attempts, at);
+        attempt_ends(writes, &attempts, at);
     }
     if !variables.is_empty() {
         let query = writes.statement(
@@ -314,7 +315,7 @@ pub(crate) async fn finish_steps(
                 })
             })
             .collect::<StoreResult<_>>()?;
-        let ids = queue_steps(&mut writes, &steps, at, &mut events);
+        let ids = queue_steps(writes, &steps, at, &mut events);
         for ((report, _), (id, lease)) in queued.iter().zip(ids.into_iter().zip(&leases)) {
             if lease.is_some() {
                 handed_on.insert(
@@ -331,7 +332,7 @@ pub(crate) async fn finish_steps(
         push_ids(query, &runs);
     }
     // Before the runs' own ends, as their steps' ends happened first.
-    step_events(&mut writes, &events);
+    step_events(writes, &events);
     let completed: Vec<Uuid> = nexts
         .iter()
         .filter(|(_, next)| matches!(next, Next::Complete))
@@ -365,7 +366,6 @@ pub(crate) async fn finish_steps(
         query
             .push(" FROM v WHERE flow_executions.id = v.id AND flow_executions.status = 'running'");
     }
-    writes.run(tx).await?;
     Ok(plans
         .iter()
         .map(|plan| match plan {

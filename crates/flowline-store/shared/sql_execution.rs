@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::backend::{Db, FOR_UPDATE, MANY_STATEMENTS_PER_TEXT, db_now};
 use crate::sql_store::{
-    Tx, audit, corrupt, db_error, entry, fetch_flow, now, page_of, snapshot, sort_actions,
+    Conn, Tx, audit, corrupt, db_error, entry, fetch_flow, now, page_of, snapshot, sort_actions,
 };
 
 #[derive(sqlx::FromRow)]
@@ -1499,7 +1499,7 @@ pub(crate) struct ClaimedRow {
 /// stay so if they end their step ([`LAST_ATTEMPT`]); [`attempt_ends`] writes the rows of those
 /// that do not.
 pub(crate) async fn complete_claim(
-    tx: &mut Tx<'_>,
+    conn: &mut Conn,
     rows: Vec<ClaimedRow>,
     lease_token: Uuid,
     at: DateTime<Utc>,
@@ -1537,7 +1537,7 @@ pub(crate) async fn complete_claim(
     push_ids(&mut query, &runs_ids);
     let runs: HashMap<Uuid, RunRow> = query
         .build_query_as::<RunRow>()
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db_error)?
         .into_iter()
@@ -1585,7 +1585,7 @@ pub(crate) async fn complete_claim(
         push_ids(query, &ids);
     }
     if rows.is_empty() {
-        writes.run(tx).await?;
+        writes.run(conn).await?;
         return Ok(Vec::new());
     }
     let starting: Vec<Uuid> = runs
@@ -1602,7 +1602,7 @@ pub(crate) async fn complete_claim(
             .push(") WHERE status = 'pending' AND id IN (");
         push_ids(query, &starting);
     }
-    writes.run(tx).await?;
+    writes.run(conn).await?;
     // The runs' variables come with the claim, so a worker needs no read of its own. A run
     // whose only step is this one has none yet.
     let with_variables: Vec<Uuid> = runs
@@ -1618,7 +1618,7 @@ pub(crate) async fn complete_claim(
         push_ids(&mut query, &with_variables);
         for row in query
             .build_query_as::<RunVariable>()
-            .fetch_all(&mut **tx)
+            .fetch_all(&mut *conn)
             .await
             .map_err(db_error)?
         {
@@ -1699,9 +1699,9 @@ impl Writes {
     }
 
     /// Runs the statements.
-    pub(crate) async fn run(self, tx: &mut Tx<'_>) -> StoreResult<()> {
+    pub(crate) async fn run(self, conn: &mut Conn) -> StoreResult<()> {
         for mut text in self.texts {
-            text.build().execute(&mut **tx).await.map_err(db_error)?;
+            text.build().execute(&mut *conn).await.map_err(db_error)?;
         }
         Ok(())
     }

@@ -44,6 +44,11 @@ use crate::sql_execution;
 /// A transaction of this backend.
 pub(crate) type Tx<'c> = Transaction<'c, Db>;
 
+/// A connection of this backend: what runs a transaction's statements, for code that also runs
+/// in a transaction begun by hand (SQLite's writer begins and commits in its other statements'
+/// trips). A `&mut Tx` passes for one.
+pub(crate) type Conn = <Db as sqlx::Database>::Connection;
+
 /// Whether a transaction will write; SQLite takes its write lock up front for writers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Access {
