@@ -133,6 +133,19 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(db_error)?;
+        // With `synchronous=FULL` asked for, the writer's own connection commits without
+        // waiting for the disk and the writer flushes its write-ahead log before it answers
+        // (`writer::Flush`): its next batch runs while the last one's flush does.
+        let flush = if settings.synchronous_normal {
+            None
+        } else {
+            let path = std::fs::canonicalize(&settings.path)
+                .map_err(|e| StoreError::Backend(Box::new(e)))?;
+            let mut wal = path.into_os_string();
+            wal.push("-wal");
+            Some(crate::writer::Flush::new(wal.into()))
+        };
+        let writer_options = options.clone().synchronous(SqliteSynchronous::Normal);
         // The writer (see `writer`) runs on a thread of its own with its own connection: each of
         // its statements is a round trip to that connection, and on a busy runtime every round
         // trip would otherwise wait behind the workers' tasks.
@@ -160,7 +173,7 @@ impl SqliteStore {
                     // on its way back with one more round trip, and hand it out again through
                     // a task of its own, between any two batches.
                     let checkpoints = options.connect().await.map_err(db_error);
-                    let writes = options
+                    let writes = writer_options
                         .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT.to_string())
                         .connect()
                         .await
@@ -172,6 +185,7 @@ impl SqliteStore {
                             let writer = crate::writer::run(
                                 writes,
                                 jobs,
+                                flush,
                                 waiting,
                                 writer_gate,
                                 committed.clone(),

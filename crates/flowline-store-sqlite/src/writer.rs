@@ -6,9 +6,17 @@
 //! connection and commits once, then answers each. Under load a commit carries many steps; idle,
 //! a step waits for nothing. If a batch fails, it is rolled back and each job is run alone, so
 //! one bad job cannot fail the others.
+//!
+//! A commit that waits for the disk holds the writer for the flush. Instead, the writer's
+//! connection commits without waiting (`synchronous=NORMAL`) and the reply thread flushes the
+//! write-ahead log before it answers any job of the batch ([`Flush`]), while the writer already
+//! runs the next batch: a job is answered only once its commit is on disk, as with
+//! `synchronous=FULL`, and one flush covers every batch committed before it.
 
 use flowline_store::execution::{ClaimParams, ClaimedStep, FinishOutcome, FinishStep};
 use flowline_store::{StoreError, StoreResult};
+use std::fs::File;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -52,15 +60,41 @@ enum Done {
     Claim(Vec<ClaimedStep>),
 }
 
-/// Runs jobs until every sender is gone.
+/// Makes the writer's commits durable: flushes the database's write-ahead log, where a
+/// commit's pages are, to disk. `fdatasync` flushes the file's data whichever descriptor wrote
+/// it, so a descriptor of its own serves; the log's file lives as long as the writer's
+/// connection, which keeps it open, and is only ever overwritten in place, never replaced.
+pub(crate) struct Flush {
+    wal: PathBuf,
+    file: Option<File>,
+}
+
+impl Flush {
+    /// Flushes the log at `wal` (the database's path followed by `-wal`).
+    pub(crate) fn new(wal: PathBuf) -> Self {
+        Self { wal, file: None }
+    }
+
+    fn run(&mut self) -> std::io::Result<()> {
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => self.file.insert(File::open(&self.wal)?),
+        };
+        file.sync_data()
+    }
+}
+
+/// Runs jobs until every sender is gone. With `flush`, commits are flushed before their jobs
+/// are answered; without, the connection's own `synchronous` setting is all there is.
 pub(crate) async fn run(
     mut conn: SqliteConnection,
     mut jobs: mpsc::Receiver<Job>,
+    flush: Option<Flush>,
     waiting: Arc<AtomicUsize>,
     gate: Arc<tokio::sync::Mutex<()>>,
     committed: Arc<Notify>,
 ) {
-    let replies = replier();
+    let (replies, mut flush) = replier(flush);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = jobs.recv().await {
         make_way(&waiting).await;
@@ -74,29 +108,29 @@ pub(crate) async fn run(
         let turn = gate.lock().await;
         let together = together(&mut conn, &batch).await;
         drop(turn);
-        match together {
+        let answered: Answered = match together {
             Ok(results) => {
                 committed.notify_one();
-                let answered: Answered = batch
+                batch
                     .drain(..)
                     .zip(results)
                     .map(|(job, result)| (job, Ok(result)))
-                    .collect();
-                if let Err(std::sync::mpsc::SendError(answered)) = replies.send(answered) {
-                    answered
-                        .into_iter()
-                        .for_each(|(job, result)| reply(job, result));
-                }
+                    .collect()
             }
             Err(error) => {
                 tracing::warn!(%error, jobs = batch.len(), "a group commit failed; running its jobs one by one");
+                let mut answered = Vec::with_capacity(batch.len());
                 for job in batch.drain(..) {
                     let turn = gate.lock().await;
                     let result = alone(&mut conn, &job).await;
                     drop(turn);
-                    reply(job, result);
+                    answered.push((job, result));
                 }
+                answered
             }
+        };
+        if let Err(std::sync::mpsc::SendError(answered)) = replies.send(answered) {
+            answer(&mut flush, vec![answered]);
         }
     }
     if let Err(error) = conn.close().await {
@@ -107,24 +141,46 @@ pub(crate) async fn run(
 /// A batch's jobs with their results.
 type Answered = Vec<(Job, StoreResult<Done>)>;
 
-/// Answers committed batches on a thread of its own, so the writer starts its next batch at
-/// once: waking each job's task, on another runtime, and freeing what it reported took the
-/// writer about a tenth of its time. If the thread cannot start, the writer answers itself.
-fn replier() -> std::sync::mpsc::Sender<Answered> {
+/// Flushes and answers committed batches on a thread of its own, so the writer starts its next
+/// batch at once: the flush waits for the disk, and waking each job's task, on another runtime,
+/// and freeing what it reported took the writer about a tenth of its time. Batches that queued
+/// up during a flush share the next one. If the thread cannot start, the writer flushes and
+/// answers itself, with the `Flush` handed back.
+fn replier(flush: Option<Flush>) -> (std::sync::mpsc::Sender<Answered>, Option<Flush>) {
     let (replies, answered) = std::sync::mpsc::channel::<Answered>();
+    let fallback = flush.as_ref().map(|flush| Flush::new(flush.wal.clone()));
+    let mut flush = flush;
     let started = std::thread::Builder::new()
         .name("flowline-sqlite-replies".into())
         .spawn(move || {
-            for batch in answered {
-                batch
-                    .into_iter()
-                    .for_each(|(job, result)| reply(job, result));
+            while let Ok(first) = answered.recv() {
+                let mut batches = vec![first];
+                batches.extend(answered.try_iter());
+                answer(&mut flush, batches);
             }
         });
-    if let Err(error) = started {
-        tracing::warn!(%error, "the SQLite writer's reply thread did not start; the writer answers itself");
+    match started {
+        Ok(_) => (replies, None),
+        Err(error) => {
+            tracing::warn!(%error, "the SQLite writer's reply thread did not start; the writer answers itself");
+            (replies, fallback)
+        }
     }
-    replies
+}
+
+/// Answers committed batches, once one flush has made them durable: if it fails, their commits
+/// may not survive a power cut, and each job gets the error instead of its result.
+fn answer(flush: &mut Option<Flush>, batches: Vec<Answered>) {
+    let flushed = flush.as_mut().map_or(Ok(()), Flush::run);
+    for (job, result) in batches.into_iter().flatten() {
+        let result = match &flushed {
+            Ok(()) => result,
+            Err(error) => Err(StoreError::Backend(
+                format!("the write-ahead log could not be flushed to disk: {error}").into(),
+            )),
+        };
+        reply(job, result);
+    }
 }
 
 async fn one(tx: &mut Tx<'_>, job: &Job) -> StoreResult<Done> {
@@ -253,19 +309,9 @@ mod tests {
     use sqlx::ConnectOptions;
     use sqlx::sqlite::SqliteConnectOptions;
 
-    /// A batch that fails after its `BEGIN` ran (here, on a database without the schema) leaves
-    /// no transaction open, so the writer's next transaction, and each job run alone, can begin.
-    #[tokio::test]
-    async fn a_failed_batch_leaves_no_transaction_open() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut conn = SqliteConnectOptions::new()
-            .filename(dir.path().join("empty.db"))
-            .create_if_missing(true)
-            .connect()
-            .await
-            .expect("connect");
-        let (reply, _answer) = oneshot::channel();
-        let batch = vec![Job::Finish(
+    fn finished_job() -> (Job, oneshot::Receiver<StoreResult<FinishOutcome>>) {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Finish(
             Box::new(FinishStep {
                 workspace_id: WorkspaceId::new(),
                 execution_id: ExecutionId::new(),
@@ -280,7 +326,61 @@ mod tests {
                 hand_on: None,
             }),
             reply,
-        )];
+        );
+        (job, answer)
+    }
+
+    /// Committed jobs are answered with their results once the log is flushed, and with an
+    /// error instead when the flush fails: their commits might not survive a power cut.
+    #[tokio::test]
+    async fn jobs_are_answered_only_once_their_commit_is_flushed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let wal = dir.path().join("db-wal");
+        std::fs::write(&wal, b"frames").expect("write the log");
+        let (job, answered) = finished_job();
+        answer(
+            &mut Some(Flush::new(wal)),
+            vec![vec![(job, Ok(Done::Finish(FinishOutcome::Applied)))]],
+        );
+        assert!(matches!(
+            answered.await.expect("answered"),
+            Ok(FinishOutcome::Applied)
+        ));
+
+        let (first, first_answer) = finished_job();
+        let (second, second_answer) = finished_job();
+        answer(
+            &mut Some(Flush::new(dir.path().join("missing-wal"))),
+            vec![
+                vec![(first, Ok(Done::Finish(FinishOutcome::Applied)))],
+                vec![(second, Ok(Done::Finish(FinishOutcome::Applied)))],
+            ],
+        );
+        for answered in [first_answer, second_answer] {
+            let error = answered
+                .await
+                .expect("answered")
+                .expect_err("a failed flush fails the job");
+            assert!(
+                error.to_string().contains("could not be flushed"),
+                "{error}"
+            );
+        }
+    }
+
+    /// A batch that fails after its `BEGIN` ran (here, on a database without the schema) leaves
+    /// no transaction open, so the writer's next transaction, and each job run alone, can begin.
+    #[tokio::test]
+    async fn a_failed_batch_leaves_no_transaction_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = SqliteConnectOptions::new()
+            .filename(dir.path().join("empty.db"))
+            .create_if_missing(true)
+            .connect()
+            .await
+            .expect("connect");
+        let (job, _answer) = finished_job();
+        let batch = vec![job];
         // The batch's own statements leave its transaction open when they fail...
         assert!(batch_writes(&mut conn, &batch).await.is_err());
         assert!(
