@@ -39,6 +39,7 @@ pub async fn run(config: Config, bind: Option<SocketAddr>) -> anyhow::Result<()>
         .await
         .with_context(|| format!("listening on {bind}"))?;
     let address = listener.local_addr().context("reading the bound address")?;
+    let shutdown = shutdown_signal();
     println!(
         "Flowline listening on http://{address} ({})",
         database::describe(&config)
@@ -48,7 +49,7 @@ pub async fn run(config: Config, bind: Option<SocketAddr>) -> anyhow::Result<()>
     let engine = flowline_engine::Engine::new(store, engine_config);
     let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
     let workers = engine.spawn_workers(workers_stopped);
-    flowline_api::serve(listener, AppState::new(engine), shutdown_signal())
+    flowline_api::serve(listener, AppState::new(engine), shutdown)
         .await
         .context("serving HTTP")?;
     // Let the steps in flight finish and record their ends before the process leaves.
@@ -60,29 +61,43 @@ pub async fn run(config: Config, bind: Option<SocketAddr>) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Listens for SIGTERM and Ctrl-C from the call on, so a signal sent as soon as the process
+/// says it is ready is heard (the default action would end it at once); the future resolves on
+/// the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let next = |signal: std::io::Result<tokio::signal::unix::Signal>| async move {
+                match signal {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot listen for a signal");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = next(interrupt) => {},
+                _ = next(terminate) => {},
+            }
+        }
+        #[cfg(not(unix))]
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }
 
 /// `flowline worker`: the engine's workers and rescuer, no HTTP, until SIGTERM or Ctrl-C.
@@ -92,13 +107,14 @@ pub async fn run_worker(config: Config) -> anyhow::Result<()> {
     let engine = flowline_engine::Engine::new(store, engine_config);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let workers = engine.spawn_workers(stopped);
+    let shutdown = shutdown_signal();
     println!(
         "Flowline worker {} running ({})",
         engine.config().worker_id,
         database::describe(&config)
     );
     std::io::stdout().flush().ok();
-    shutdown_signal().await;
+    shutdown.await;
     let _ = stop.send(true);
     for worker in workers {
         let _ = worker.await;
