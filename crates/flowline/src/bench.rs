@@ -596,14 +596,19 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
         "peakRssMb": peak_rss,
         "flushesPerSecond": flushes,
         "sqliteSynchronous": (url.is_none()).then_some(config.sqlite_synchronous),
+        "cpuScheduling": config.cpu_scheduling,
     });
     if args.json {
         println!("{result}");
     } else {
         println!(
-            "backend            {label} ({} worker process{})",
+            "backend            {label} ({} worker process{}, {} scheduling)",
             args.workers,
-            if args.workers == 1 { "" } else { "es" }
+            if args.workers == 1 { "" } else { "es" },
+            match config.cpu_scheduling {
+                crate::config::CpuScheduling::Batch => "batch",
+                crate::config::CpuScheduling::Normal => "normal",
+            }
         );
         println!("disk               {flushes:.0} durable flushes/s (write + fdatasync)");
         println!(

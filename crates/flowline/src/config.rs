@@ -30,6 +30,8 @@ pub struct Config {
     pub database_url: Option<String>,
     /// SQLite durability: `full` (default) or `normal`.
     pub sqlite_synchronous: SqliteSynchronous,
+    /// How Linux schedules the process's threads: `batch` (default) or `normal`.
+    pub cpu_scheduling: CpuScheduling,
     /// PostgreSQL pool size.
     pub pg_pool_size: u32,
     /// `text` or `json` log lines.
@@ -105,6 +107,16 @@ pub enum SqliteSynchronous {
     Normal,
 }
 
+/// How Linux schedules the process's threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuScheduling {
+    /// `SCHED_BATCH`: a thread that wakes another does not give up its core to it at once.
+    Batch,
+    /// As the process was started (the system's default, `SCHED_OTHER`, unless told otherwise).
+    Normal,
+}
+
 /// How log lines look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -122,6 +134,7 @@ impl Default for Config {
             data_dir: PathBuf::from("flowline-data"),
             database_url: None,
             sqlite_synchronous: SqliteSynchronous::Full,
+            cpu_scheduling: CpuScheduling::Batch,
             pg_pool_size: 10,
             log_format: LogFormat::Text,
             log: "info,sqlx=warn".to_owned(),
@@ -154,11 +167,12 @@ impl Default for Config {
 }
 
 /// The configuration keys, as `FLOWLINE_<KEY>` variables and TOML keys.
-const CONFIG_KEYS: [&str; 31] = [
+const CONFIG_KEYS: [&str; 32] = [
     "bind",
     "data_dir",
     "database_url",
     "sqlite_synchronous",
+    "cpu_scheduling",
     "pg_pool_size",
     "log_format",
     "log",

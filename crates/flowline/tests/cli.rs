@@ -202,6 +202,52 @@ fn serve_on_postgresql_then_admin_commands_beside_it() {
     drop(db);
 }
 
+/// The scheduling policy of each of `pid`'s threads (`/proc/PID/task/TID/stat`, field 41).
+#[cfg(target_os = "linux")]
+fn thread_policies(pid: &str) -> Vec<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+    tasks
+        .map(|task| {
+            let stat = std::fs::read_to_string(task.expect("a thread").path().join("stat"))
+                .expect("the thread's stat");
+            // The name, field 2, is in parentheses and may hold anything; field 3 follows the last.
+            let after_name = &stat[stat.rfind(')').expect("a name") + 1..];
+            after_name
+                .split_whitespace()
+                .nth(41 - 3)
+                .and_then(|policy| policy.parse().ok())
+                .expect("a policy")
+        })
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_threads_run_under_batch_scheduling_unless_told_otherwise() {
+    const SCHED_BATCH: u32 = 3;
+    let inherited = thread_policies("self");
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, _, _) = serve(flowline(dir.path(), None));
+    let policies = thread_policies(&server.pid().to_string());
+    assert!(policies.len() > 2, "the runtime's threads: {policies:?}");
+    assert!(
+        policies.iter().all(|policy| *policy == SCHED_BATCH),
+        "every thread under SCHED_BATCH: {policies:?}"
+    );
+    assert!(server.signal("-TERM").success());
+
+    let mut command = flowline(dir.path(), None);
+    command.env("FLOWLINE_CPU_SCHEDULING", "normal");
+    let (mut server, _, _) = serve(command);
+    let policies = thread_policies(&server.pid().to_string());
+    assert!(policies.len() > 2, "the runtime's threads: {policies:?}");
+    assert!(
+        policies.iter().all(|policy| inherited.contains(policy)),
+        "as the server was started ({inherited:?}): {policies:?}"
+    );
+    assert!(server.signal("-TERM").success());
+}
+
 #[test]
 fn a_bad_configuration_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -217,6 +263,19 @@ fn a_bad_configuration_is_refused_at_start() {
         .output()
         .unwrap();
     assert!(!output.status.success());
+    let output = flowline(dir.path(), None)
+        .env("FLOWLINE_CPU_SCHEDULING", "fastest")
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .to_lowercase()
+            .contains("cpu_scheduling"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
@@ -229,6 +288,7 @@ fn bench_prints_its_figures_as_one_json_object() {
     let figures = json_line(&output);
     assert_eq!(figures["backend"], "sqlite");
     assert_eq!(figures["steps"], 60);
+    assert_eq!(figures["cpuScheduling"], "batch");
     for field in ["stepsPerSecond", "peakRssMb", "flushesPerSecond"] {
         assert!(
             figures[field].as_f64().is_some_and(|v| v > 0.0),
