@@ -88,7 +88,7 @@ enum TokenCommand {
 /// when asked to (and on Linux): the engine's threads hand work to each other all the time, and
 /// under the default policy each hand-off lets the woken thread take the waker's core at once.
 /// SQLite's writer, a chain of threads that is the engine's bound there, was preempted ~7,400
-/// times a second that way; batch scheduling let it run 9–16% more steps (BENCHMARKS.md).
+/// times a second that way; batch scheduling let it run 9–18% more steps (BENCHMARKS.md).
 /// Nothing else changes: no priority, no privilege needed.
 #[allow(unsafe_code)]
 fn schedule_threads(scheduling: config::CpuScheduling) {
