@@ -221,61 +221,62 @@ fn thread_policies(pid: &str) -> Vec<u32> {
         .collect()
 }
 
+/// The scheduling policies of a `flowline serve` started by `command`, read once it is ready;
+/// it is then stopped with SIGTERM, which it must survive to stop cleanly.
+#[cfg(target_os = "linux")]
+fn serving_thread_policies(command: Command) -> Vec<u32> {
+    let (mut server, _, _) = serve(command);
+    let policies = thread_policies(&server.pid().to_string());
+    assert!(policies.len() > 2, "the runtime's threads: {policies:?}");
+    assert!(server.signal("-TERM").success());
+    policies
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn the_threads_run_under_batch_scheduling_unless_told_otherwise() {
     const SCHED_BATCH: u32 = 3;
     let inherited = thread_policies("self");
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, _, _) = serve(flowline(dir.path(), None));
-    let policies = thread_policies(&server.pid().to_string());
-    assert!(policies.len() > 2, "the runtime's threads: {policies:?}");
+    let policies = serving_thread_policies(flowline(dir.path(), None));
     assert!(
         policies.iter().all(|policy| *policy == SCHED_BATCH),
         "every thread under SCHED_BATCH: {policies:?}"
     );
-    assert!(server.signal("-TERM").success());
 
     let mut command = flowline(dir.path(), None);
     command.env("FLOWLINE_CPU_SCHEDULING", "normal");
-    let (mut server, _, _) = serve(command);
-    let policies = thread_policies(&server.pid().to_string());
-    assert!(policies.len() > 2, "the runtime's threads: {policies:?}");
+    let policies = serving_thread_policies(command);
     assert!(
         policies.iter().all(|policy| inherited.contains(policy)),
         "as the server was started ({inherited:?}): {policies:?}"
     );
-    assert!(server.signal("-TERM").success());
+}
+
+/// `flowline migrate` with one setting from the environment (and `database_url`): it must be
+/// refused; its error is returned.
+fn refused_setting(dir: &Path, database_url: Option<&str>, env: Option<(&str, &str)>) -> String {
+    let mut command = flowline(dir, database_url);
+    if let Some((key, value)) = env {
+        command.env(key, value);
+    }
+    let output = command.arg("migrate").output().unwrap();
+    assert!(!output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[test]
 fn a_bad_configuration_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let output = flowline(dir.path(), Some("mysql://nope"))
-        .arg("migrate")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("DATABASE_URL must be a postgres://"));
-    let output = flowline(dir.path(), None)
-        .env("FLOWLINE_BIND", "not-an-address")
-        .arg("migrate")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let output = flowline(dir.path(), None)
-        .env("FLOWLINE_CPU_SCHEDULING", "fastest")
-        .arg("migrate")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    assert!(
-        String::from_utf8_lossy(&output.stderr)
-            .to_lowercase()
-            .contains("cpu_scheduling"),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let error = refused_setting(dir.path(), Some("mysql://nope"), None);
+    assert!(error.contains("DATABASE_URL must be a postgres://"));
+    refused_setting(dir.path(), None, Some(("FLOWLINE_BIND", "not-an-address")));
+    let error = refused_setting(
+        dir.path(),
+        None,
+        Some(("FLOWLINE_CPU_SCHEDULING", "fastest")),
     );
+    assert!(error.to_lowercase().contains("cpu_scheduling"), "{error}");
 }
 
 #[test]
