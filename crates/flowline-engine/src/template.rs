@@ -154,6 +154,43 @@ impl Renderer {
     }
 }
 
+/// What a walk asks of a run's context: whether an edge condition holds.
+pub trait Conditions {
+    /// Whether `condition` holds (see [`Renderer::condition`]).
+    fn condition(&self, condition: &str) -> Result<bool, TemplateError>;
+}
+
+impl Conditions for Renderer {
+    fn condition(&self, condition: &str) -> Result<bool, TemplateError> {
+        Renderer::condition(self, condition)
+    }
+}
+
+/// A renderer over a context built when the first condition is judged: most steps are followed
+/// by the next action of their node, and their walk judges no condition at all.
+pub struct Deferred<F: Fn() -> Value> {
+    context: F,
+    renderer: std::cell::OnceCell<Renderer>,
+}
+
+impl<F: Fn() -> Value> Deferred<F> {
+    /// A renderer over what `context` returns, called at most once.
+    pub fn new(context: F) -> Self {
+        Self {
+            context,
+            renderer: std::cell::OnceCell::new(),
+        }
+    }
+}
+
+impl<F: Fn() -> Value> Conditions for Deferred<F> {
+    fn condition(&self, condition: &str) -> Result<bool, TemplateError> {
+        self.renderer
+            .get_or_init(|| Renderer::new(&(self.context)()))
+            .condition(condition)
+    }
+}
+
 /// minijinja's message with its detail (which names the undefined variable).
 fn describe(error: &minijinja::Error) -> String {
     match error.detail() {
@@ -234,6 +271,20 @@ mod tests {
         assert!(r.condition("{{ trigger.plan == 'pro' }}").unwrap());
         assert!(r.condition("vars.count >= 2").unwrap());
         assert!(!r.condition("vars.count > 5").unwrap());
+    }
+
+    #[test]
+    fn a_deferred_renderer_builds_its_context_once_and_only_when_asked() {
+        let built = std::cell::Cell::new(0);
+        let deferred = Deferred::new(|| {
+            built.set(built.get() + 1);
+            json!({"vars": {"count": 2}})
+        });
+        assert_eq!(built.get(), 0);
+        assert!(Conditions::condition(&deferred, "vars.count == 2").unwrap());
+        assert!(!Conditions::condition(&deferred, "vars.count > 2").unwrap());
+        assert!(Conditions::condition(&deferred, "vars.nope").is_err());
+        assert_eq!(built.get(), 1);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use flowline_core::status::ErrorCategory;
 use flowline_store::execution::{FlowVersion, VersionAction};
 
 use crate::failure::Failure;
-use crate::template::Renderer;
+use crate::template::Conditions;
 
 /// How many action-less nodes a walk may pass through before it is called a loop.
 const MAX_EMPTY_HOPS: usize = 1_000;
@@ -24,7 +24,7 @@ pub enum Walk<'a> {
 }
 
 /// The run's first action.
-pub fn start<'a>(version: &'a FlowVersion, renderer: &Renderer) -> Result<Walk<'a>, Failure> {
+pub fn start<'a>(version: &'a FlowVersion, renderer: &dyn Conditions) -> Result<Walk<'a>, Failure> {
     match version.graph.nodes.first() {
         Some(node) => enter(version, &node.id, renderer, 0),
         None => Ok(Walk::Done),
@@ -35,7 +35,7 @@ pub fn start<'a>(version: &'a FlowVersion, renderer: &Renderer) -> Result<Walk<'
 pub fn after_success<'a>(
     version: &'a FlowVersion,
     action: &VersionAction,
-    renderer: &Renderer,
+    renderer: &dyn Conditions,
 ) -> Result<Walk<'a>, Failure> {
     if let Some(next) = version
         .node_actions(&action.node_id)
@@ -50,7 +50,7 @@ pub fn after_success<'a>(
 pub fn after_failure<'a>(
     version: &'a FlowVersion,
     action: &VersionAction,
-    renderer: &Renderer,
+    renderer: &dyn Conditions,
 ) -> Option<Result<Walk<'a>, Failure>> {
     let edge = version
         .graph
@@ -63,7 +63,7 @@ pub fn after_failure<'a>(
 fn enter<'a>(
     version: &'a FlowVersion,
     node: &str,
-    renderer: &Renderer,
+    renderer: &dyn Conditions,
     hops: usize,
 ) -> Result<Walk<'a>, Failure> {
     match version.node_actions(node).next() {
@@ -75,7 +75,7 @@ fn enter<'a>(
 fn leave<'a>(
     version: &'a FlowVersion,
     node: &str,
-    renderer: &Renderer,
+    renderer: &dyn Conditions,
     hops: usize,
 ) -> Result<Walk<'a>, Failure> {
     if hops > MAX_EMPTY_HOPS {
@@ -119,6 +119,7 @@ fn leave<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::template::Renderer;
     use flowline_core::action::ActionType;
     use flowline_core::id::{ActionId, FlowId};
     use serde_json::json;

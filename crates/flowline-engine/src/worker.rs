@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::executor::{Runner, StepContext, StepOutput};
 use crate::failure::Failure;
-use crate::template::Renderer;
+use crate::template::{Deferred, Renderer};
 use crate::walker::{self, Walk};
 use crate::{Engine, internal};
 
@@ -686,7 +686,7 @@ fn completed(
         variables.retain(|v| v.name != written.name);
         variables.push(written.clone());
     }
-    let after = Renderer::new(&context(step, contact, variables));
+    let after = Deferred::new(|| context(step, contact, variables));
     let next = match walker::after_success(version, action, &after) {
         Ok(Walk::Run(next)) => Next::Step(engine.new_step(next)),
         Ok(Walk::Done) => Next::Complete,
