@@ -4,6 +4,8 @@
 //! output are size-capped and evaluation runs on fuel. Typed: a string that is one whole
 //! expression (`"{{ vars.count + 1 }}"`) yields the expression's value (a number here), not text.
 
+use std::collections::HashMap;
+
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::Value;
 
@@ -40,6 +42,31 @@ fn environment() -> Environment<'static> {
     env.set_fuel(Some(FUEL));
     env.set_recursion_limit(64);
     env
+}
+
+/// The most compiled expressions kept; past it the cache starts over.
+const MAX_CACHED_EXPRESSIONS: usize = 4096;
+
+type Compiled = std::sync::Arc<minijinja::Expression<'static, 'static>>;
+
+/// Expressions compiled once for every step that renders them: a flow's templates are few and
+/// run again and again, and compiling one costs more than evaluating it.
+static EXPRESSIONS: std::sync::LazyLock<std::sync::Mutex<HashMap<String, Compiled>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// `expression`, compiled in the shared environment, from the cache when it is there.
+fn compiled(expression: &str) -> Result<Compiled, minijinja::Error> {
+    let cache = || EXPRESSIONS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = cache().get(expression) {
+        return Ok(found.clone());
+    }
+    let fresh = Compiled::new(ENVIRONMENT.compile_expression_owned(expression.to_owned())?);
+    let mut cache = cache();
+    if cache.len() >= MAX_CACHED_EXPRESSIONS {
+        cache.clear();
+    }
+    cache.insert(expression.to_owned(), fresh.clone());
+    Ok(fresh)
 }
 
 /// The expression inside a string that is exactly one `{{ … }}`.
@@ -100,10 +127,7 @@ impl Renderer {
     }
 
     fn eval(&self, location: &str, expression: &str) -> Result<minijinja::Value, TemplateError> {
-        let compiled = self
-            .env
-            .compile_expression(expression)
-            .map_err(|e| Self::fail(location, describe(&e)))?;
+        let compiled = compiled(expression).map_err(|e| Self::fail(location, describe(&e)))?;
         let value = compiled
             .eval(&self.context)
             .map_err(|e| Self::fail(location, describe(&e)))?;
@@ -271,6 +295,29 @@ mod tests {
         assert!(r.condition("{{ trigger.plan == 'pro' }}").unwrap());
         assert!(r.condition("vars.count >= 2").unwrap());
         assert!(!r.condition("vars.count > 5").unwrap());
+    }
+
+    #[test]
+    fn expressions_are_compiled_once_and_evaluated_against_each_context() {
+        let expression = "vars.count * 10 + 7";
+        let first = renderer();
+        assert_eq!(
+            first.render_str("v", &format!("{{{{ {expression} }}}}")).unwrap(),
+            json!(27)
+        );
+        let cached = EXPRESSIONS.lock().unwrap().get(expression).cloned().unwrap();
+        let second = Renderer::new(&json!({"vars": {"count": 5}}));
+        assert_eq!(
+            second.render_str("v", &format!("{{{{ {expression} }}}}")).unwrap(),
+            json!(57)
+        );
+        let again = EXPRESSIONS.lock().unwrap().get(expression).cloned().unwrap();
+        assert!(std::sync::Arc::ptr_eq(&cached, &again));
+        // A broken expression is an error every time, and is not kept.
+        for _ in 0..2 {
+            assert!(first.condition("vars.count >").is_err());
+        }
+        assert!(!EXPRESSIONS.lock().unwrap().contains_key("vars.count >"));
     }
 
     #[test]
