@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flowline_core::id::StepId;
+use flowline_core::id::{ExecutionId, StepId, WorkspaceId};
 use flowline_core::status::{ErrorCategory, Queue, StepStatus};
 use flowline_store::StoreError;
 use flowline_store::crm::RunPlanner;
@@ -62,7 +62,25 @@ pub(crate) async fn drain(engine: &Arc<Engine>) -> Result<usize, StoreError> {
 }
 
 /// Steps running in this process: their claims (with lease tokens), and how to stop them.
-type InFlight = Arc<Mutex<HashMap<StepId, (ClaimedStep, AbortHandle)>>>;
+type InFlight = Arc<Mutex<HashMap<StepId, (Claim, AbortHandle)>>>;
+
+/// What the heartbeat needs of a step in flight: whose it is and the lease it holds.
+#[derive(Clone, Copy)]
+struct Claim {
+    workspace_id: WorkspaceId,
+    execution_id: ExecutionId,
+    lease_token: Uuid,
+}
+
+impl From<&ClaimedStep> for Claim {
+    fn from(step: &ClaimedStep) -> Self {
+        Self {
+            workspace_id: step.workspace_id,
+            execution_id: step.execution_id,
+            lease_token: step.lease_token,
+        }
+    }
+}
 
 /// Removes a step's entry when its task ends, even by panic, so a dead task's lease is no longer
 /// renewed and the rescuer can return the step to its queue. Only the entry of this claim (same
@@ -91,7 +109,7 @@ impl Tracked {
         let Some((_, handle)) = map.remove(&self.id) else {
             return false;
         };
-        map.insert(next.id, (next.clone(), handle));
+        map.insert(next.id, (Claim::from(next), handle));
         drop(map);
         self.id = next.id;
         self.token = next.lease_token;
@@ -211,7 +229,7 @@ async fn queue_loop(
                             id: step.id,
                             token: step.lease_token,
                         };
-                        let entry = step.clone();
+                        let entry = (step.id, Claim::from(&step));
                         let engine = engine.clone();
                         // Registered under the lock the task's cleanup takes, so the entry exists
                         // before the task can remove it.
@@ -257,7 +275,7 @@ async fn queue_loop(
                             drop(tracked);
                             drop(permit);
                         });
-                        map.insert(entry.id, (entry, handle));
+                        map.insert(entry.0, (entry.1, handle));
                     }
                     continue;
                 }
@@ -298,8 +316,8 @@ async fn heartbeat_loop(
         }
         let held: Vec<(StepId, Uuid)> = match in_flight.lock() {
             Ok(map) => map
-                .values()
-                .map(|(step, _)| (step.id, step.lease_token))
+                .iter()
+                .map(|(id, (claim, _))| (*id, claim.lease_token))
                 .collect(),
             Err(_) => continue,
         };
@@ -329,7 +347,7 @@ async fn heartbeat_loop(
                     None
                 }
             });
-            if let Some((step, handle)) = stopped {
+            if let Some((claim, handle)) = stopped {
                 handle.abort();
                 // A cancelled run's step ends `cancelled` (the store sees the cancel and writes
                 // nothing else); a lost lease fails the guard and writes nothing.
@@ -341,10 +359,10 @@ async fn heartbeat_loop(
                 let _ = engine
                     .store
                     .finish_step(FinishStep {
-                        workspace_id: step.workspace_id,
-                        execution_id: step.execution_id,
-                        step_id: step.id,
-                        lease_token: step.lease_token,
+                        workspace_id: claim.workspace_id,
+                        execution_id: claim.execution_id,
+                        step_id: id,
+                        lease_token: claim.lease_token,
                         input: None,
                         result: StepResult::Failed {
                             status: StepStatus::Failed,
@@ -469,7 +487,8 @@ async fn run_step_in(
     let version = engine
         .version(step.workspace_id, step.flow_id, step.flow_version)
         .await?;
-    let mut variables = step.variables.clone();
+    let mut step = step;
+    let mut variables = std::mem::take(&mut step.variables);
     // The contact is read fresh at every step, so a step sees what earlier steps changed.
     let contact = match step.contact_id {
         Some(id) => engine.store.contact_context(step.workspace_id, id).await?,
@@ -488,7 +507,7 @@ async fn run_step_in(
             next: Next::Fail(failure.error),
         };
         count(engine, "unknown", &result, began);
-        return finish(engine, &step, None, result, None, variables).await;
+        return finish(engine, step, None, result, None, variables).await;
     };
     engine.metrics().inc(
         "flowline_steps_started_total",
@@ -640,7 +659,7 @@ async fn run_step_in(
         }
     };
     count(engine, action.action_type.as_str(), &result, began);
-    finish(engine, &step, input, result, hand_on, variables).await
+    finish(engine, step, input, result, hand_on, variables).await
 }
 
 /// Counts an attempt's end in the engine's metrics.
@@ -738,7 +757,7 @@ fn report(
 /// The run's next step as handed on with `step`'s end: what a claim would have returned, from
 /// what this worker already holds (the run's variables are those it ended the step with).
 fn handed_on(
-    step: &ClaimedStep,
+    step: ClaimedStep,
     result: &StepResult,
     variables: Vec<Variable>,
     next: HandedOn,
@@ -761,8 +780,8 @@ fn handed_on(
         flow_id: step.flow_id,
         flow_version: step.flow_version,
         contact_id: step.contact_id,
-        trigger: step.trigger.clone(),
-        input: step.input.clone(),
+        trigger: step.trigger,
+        input: step.input,
         step_count: step.step_count + 1,
         action_id: new.action_id,
         node_id: new.node_id.clone(),
@@ -790,13 +809,13 @@ fn limit(engine: &Engine, step: &ClaimedStep, next: Next) -> Next {
 
 async fn finish(
     engine: &Arc<Engine>,
-    step: &ClaimedStep,
+    step: ClaimedStep,
     input: Option<Value>,
     result: StepResult,
     hand_on: Option<HandOn>,
     variables: Vec<Variable>,
 ) -> Result<Option<ClaimedStep>, StoreError> {
-    let report = report(step, input, result, hand_on);
+    let report = report(&step, input, result, hand_on);
     // A passing database fault must not throw away a finished step's result: the report is
     // retried (it is guarded by the lease token, so a report that did commit cannot apply twice)
     // while the heartbeat keeps the lease.
