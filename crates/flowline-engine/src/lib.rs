@@ -13,6 +13,7 @@ pub mod failure;
 pub mod metrics;
 pub mod outbound;
 mod scheduler;
+pub mod scope;
 pub mod secrets;
 pub mod template;
 pub mod walker;
@@ -406,13 +407,13 @@ impl Engine {
             ),
             None => None,
         };
-        let data = json!({
+        let data = scope::Scope::from_json(json!({
             "contact": contact_value,
             "vars": vars,
             "trigger": {},
             "execution": {"id": null, "flowId": action.flow_id, "flowVersion": null, "input": {}, "attempt": 1},
             "workspace": {"id": action.workspace_id},
-        });
+        }));
         let renderer = Renderer::new(&data);
         let (outbound, notebook) = outbound::Outbound::recording(self.config.outbound.clone());
         let executor: Option<StdArc<dyn executor::Executor>> = match action.action_type {

@@ -76,8 +76,9 @@ fn whole_expression(s: &str) -> Option<&str> {
 }
 
 impl Renderer {
-    /// A renderer over `context` (a JSON object: contact, vars, trigger, execution, workspace).
-    pub fn new(context: &Value) -> Self {
+    /// A renderer over `context` (an object: contact, vars, trigger, execution, workspace; a
+    /// step's [`Scope`](crate::scope::Scope) or JSON).
+    pub fn new(context: &impl serde::Serialize) -> Self {
         Self {
             env: &ENVIRONMENT,
             context: minijinja::Value::from(minijinja::value::Serde(context)),
@@ -190,27 +191,27 @@ impl Conditions for Renderer {
     }
 }
 
-/// A renderer over a context built when the first condition is judged: most steps are followed
-/// by the next action of their node, and their walk judges no condition at all.
-pub struct Deferred<F: Fn() -> Value> {
-    context: F,
+/// A renderer built when the first condition is judged: most steps are followed by the next
+/// action of their node, and their walk judges no condition at all.
+pub struct Deferred<F: Fn() -> Renderer> {
+    build: F,
     renderer: std::cell::OnceCell<Renderer>,
 }
 
-impl<F: Fn() -> Value> Deferred<F> {
-    /// A renderer over what `context` returns, called at most once.
-    pub fn new(context: F) -> Self {
+impl<F: Fn() -> Renderer> Deferred<F> {
+    /// The renderer `build` returns, called at most once.
+    pub fn new(build: F) -> Self {
         Self {
-            context,
+            build,
             renderer: std::cell::OnceCell::new(),
         }
     }
 }
 
-impl<F: Fn() -> Value> Conditions for Deferred<F> {
+impl<F: Fn() -> Renderer> Conditions for Deferred<F> {
     fn condition(&self, condition: &str) -> Result<bool, TemplateError> {
         self.renderer
-            .get_or_init(|| Renderer::new(&(self.context)()))
+            .get_or_init(&self.build)
             .condition(condition)
     }
 }
@@ -325,7 +326,7 @@ mod tests {
         let built = std::cell::Cell::new(0);
         let deferred = Deferred::new(|| {
             built.set(built.get() + 1);
-            json!({"vars": {"count": 2}})
+            Renderer::new(&json!({"vars": {"count": 2}}))
         });
         assert_eq!(built.get(), 0);
         assert!(Conditions::condition(&deferred, "vars.count == 2").unwrap());

@@ -12,13 +12,14 @@ use flowline_store::execution::{
     ClaimParams, ClaimedStep, FinishOutcome, FinishStep, FlowVersion, HandOn, HandedOn, Next,
     StepResult, Variable, VersionAction,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use uuid::Uuid;
 
 use crate::executor::{Runner, StepContext, StepOutput};
 use crate::failure::Failure;
+use crate::scope::Scope;
 use crate::template::{Deferred, Renderer};
 use crate::walker::{self, Walk};
 use crate::{Engine, internal};
@@ -432,31 +433,6 @@ async fn retention_loop(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>
     }
 }
 
-/// The context templates see at this step.
-fn context(
-    step: &ClaimedStep,
-    contact: &Option<Value>,
-    variables: &[flowline_store::execution::Variable],
-) -> Value {
-    let vars: Map<String, Value> = variables
-        .iter()
-        .map(|v| (v.name.clone(), v.value.clone()))
-        .collect();
-    json!({
-        "contact": contact,
-        "vars": vars,
-        "trigger": step.trigger,
-        "execution": {
-            "id": step.execution_id,
-            "flowId": step.flow_id,
-            "flowVersion": step.flow_version,
-            "input": step.input,
-            "attempt": step.attempt,
-        },
-        "workspace": {"id": step.workspace_id},
-    })
-}
-
 /// Runs one claimed step and records how it ended. With `hand_on`, the run's next step may come
 /// back claimed for this worker to run at once.
 pub(crate) async fn run_step(
@@ -494,7 +470,7 @@ async fn run_step_in(
         Some(id) => engine.store.contact_context(step.workspace_id, id).await?,
         None => None,
     };
-    let data = context(&step, &contact, &variables);
+    let data = Scope::of_step(&step, &contact, &variables);
     let renderer = Renderer::new(&data);
     let Some(action) = version.action(step.action_id) else {
         let failure = internal(format!(
@@ -705,7 +681,7 @@ fn completed(
         variables.retain(|v| v.name != written.name);
         variables.push(written.clone());
     }
-    let after = Deferred::new(|| context(step, contact, variables));
+    let after = Deferred::new(|| Renderer::new(&Scope::of_step(step, contact, variables)));
     let next = match walker::after_success(version, action, &after) {
         Ok(Walk::Run(next)) => Next::Step(engine.new_step(next)),
         Ok(Walk::Done) => Next::Complete,

@@ -129,6 +129,7 @@ impl SendEmail {
             Some(to) => text(real, "to", to)?,
             None => step
                 .data
+                .json()
                 .pointer("/contact/email")
                 .and_then(Value::as_str)
                 .map(str::to_owned)

@@ -94,7 +94,7 @@ pub(crate) fn mapped_body(
                 .render_str(&format!("fieldMapping.{field}"), source)
                 .map_err(Failure::template)?
         } else {
-            lookup(step.data, source.trim()).cloned().ok_or_else(|| {
+            lookup(step.data.json(), source.trim()).cloned().ok_or_else(|| {
                 Failure::new(
                     ErrorCategory::Validation,
                     format!("fieldMapping.{field}: the context has no `{source}`"),
@@ -431,9 +431,9 @@ impl SendWebhook {
                 "type": event_type,
                 "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 "data": {
-                    "contact": step.data.get("contact"),
-                    "vars": step.data.get("vars"),
-                    "execution": step.data.get("execution"),
+                    "contact": step.data.json().get("contact"),
+                    "vars": step.data.json().get("vars"),
+                    "execution": step.data.json().get("execution"),
                 },
             }),
         };

@@ -72,7 +72,7 @@ impl Executor for RunJavascript {
             .map_or(self.default_timeout, Duration::from_millis)
             .min(self.timeout_cap);
         let memory = config.memory_limit_mb.unwrap_or(32).min(self.memory_cap_mb);
-        let field = |name: &str| step.data.get(name).cloned().unwrap_or(Value::Null);
+        let field = |name: &str| step.data.json().get(name).cloned().unwrap_or(Value::Null);
         let request = Request {
             code: config.code.clone(),
             contact: field("contact"),

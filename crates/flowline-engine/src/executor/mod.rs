@@ -26,6 +26,7 @@ use flowline_store::execution::Variable;
 use serde_json::Value;
 
 use crate::failure::Failure;
+use crate::scope::Scope;
 use crate::template::Renderer;
 
 pub use crm_sync::SyncCrm;
@@ -51,7 +52,7 @@ pub struct StepContext<'a> {
     /// Renders templates over the run's context.
     pub renderer: &'a Renderer,
     /// The run's context itself: `contact`, `vars`, `trigger`, `execution`, `workspace`.
-    pub data: &'a Value,
+    pub data: &'a Scope<'a>,
     /// Opens the secrets a config names, at the moment of use.
     pub secrets: &'a dyn SecretResolver,
 }
@@ -102,8 +103,8 @@ impl StepContext<'_> {
     pub async fn with_secrets(&self) -> Result<WithSecrets, Failure> {
         let names = crate::secrets::referenced(self.config);
         let values = self.secrets.resolve(self.workspace_id, &names).await?;
-        let mut real = self.data.clone();
-        let mut masked = self.data.clone();
+        let mut real = self.data.json().clone();
+        let mut masked = self.data.json().clone();
         if let (Value::Object(real), Value::Object(masked)) = (&mut real, &mut masked) {
             real.insert(
                 "secrets".into(),
