@@ -791,14 +791,14 @@ async fn finish(
     hand_on: Option<HandOn>,
     variables: Vec<Variable>,
 ) -> Result<Option<ClaimedStep>, StoreError> {
-    let report = report(&step, input, result, hand_on);
+    let report = Arc::new(report(&step, input, result, hand_on));
     // A passing database fault must not throw away a finished step's result: the report is
     // retried (it is guarded by the lease token, so a report that did commit cannot apply twice)
     // while the heartbeat keeps the lease.
     let mut wait = Duration::from_millis(100);
     let mut tries = 0;
     let outcome = loop {
-        match engine.store.finish_step(report.clone()).await {
+        match engine.store.finish_shared(report.clone()).await {
             Ok(outcome) => break outcome,
             Err(error) if tries < 6 => {
                 tracing::warn!(%error, step = %step.id, "recording a step's end failed; trying again");

@@ -160,7 +160,10 @@ impl PgStore {
     }
 
     /// Records a step's end through the finisher's next group commit.
-    pub(crate) async fn write_finish(&self, params: FinishStep) -> StoreResult<FinishOutcome> {
+    pub(crate) async fn write_finish(
+        &self,
+        params: std::sync::Arc<FinishStep>,
+    ) -> StoreResult<FinishOutcome> {
         let gone = || StoreError::Backend("the step finisher has stopped".into());
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.finisher

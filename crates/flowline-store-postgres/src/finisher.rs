@@ -35,7 +35,7 @@ fn lanes() -> usize {
 }
 
 /// A step's end, and where its outcome goes.
-pub(crate) type Report = (FinishStep, oneshot::Sender<StoreResult<FinishOutcome>>);
+pub(crate) type Report = (Arc<FinishStep>, oneshot::Sender<StoreResult<FinishOutcome>>);
 
 /// Writes reports, [`lanes`] batches at a time, until every sender is gone.
 pub(crate) fn spawn(pool: PgPool, reports: mpsc::Receiver<Report>) {
@@ -94,7 +94,7 @@ async fn together(
 ) -> StoreResult<Vec<FinishOutcome>> {
     let mut tx = pool.begin().await.map_err(db_error)?;
     enter_workspace_by_keys(&mut tx, workspace).await?;
-    let reports: Vec<&FinishStep> = group.iter().map(|(report, _)| report).collect();
+    let reports: Vec<&FinishStep> = group.iter().map(|(report, _)| &**report).collect();
     let held = held_steps(&mut tx, &reported_ids(&reports)).await?;
     let at = db_now(&mut tx).await?;
     let mut writes = Writes::default();

@@ -226,10 +226,13 @@ impl SqliteStore {
     }
 
     /// Records a step's end through the writer's next group commit.
-    pub(crate) async fn write_finish(&self, params: FinishStep) -> StoreResult<FinishOutcome> {
+    pub(crate) async fn write_finish(
+        &self,
+        params: Arc<FinishStep>,
+    ) -> StoreResult<FinishOutcome> {
         let (reply, answer) = oneshot::channel();
         self.writer
-            .send(Job::Finish(Box::new(params), reply))
+            .send(Job::Finish(params, reply))
             .await
             .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?

@@ -50,7 +50,7 @@ async fn make_way(waiting: &AtomicUsize) {
 /// A write the writer task runs.
 pub(crate) enum Job {
     /// Record how a claimed step ended.
-    Finish(Box<FinishStep>, oneshot::Sender<StoreResult<FinishOutcome>>),
+    Finish(Arc<FinishStep>, oneshot::Sender<StoreResult<FinishOutcome>>),
     /// Claim due steps.
     Claim(ClaimParams, oneshot::Sender<StoreResult<Vec<ClaimedStep>>>),
 }
@@ -312,7 +312,7 @@ mod tests {
     fn finished_job() -> (Job, oneshot::Receiver<StoreResult<FinishOutcome>>) {
         let (reply, answer) = oneshot::channel();
         let job = Job::Finish(
-            Box::new(FinishStep {
+            Arc::new(FinishStep {
                 workspace_id: WorkspaceId::new(),
                 execution_id: ExecutionId::new(),
                 step_id: StepId::new(),
