@@ -69,6 +69,24 @@ fn compiled(expression: &str) -> Result<Compiled, minijinja::Error> {
     Ok(fresh)
 }
 
+/// How many bytes `value` takes as JSON, counted without writing the text anywhere.
+pub fn json_size(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a JSON value to a sink that takes everything cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 /// The expression inside a string that is exactly one `{{ … }}`.
 fn whole_expression(s: &str) -> Option<&str> {
     let inner = s.trim().strip_prefix("{{")?.strip_suffix("}}")?;
@@ -106,7 +124,7 @@ impl Renderer {
         if let Some(expression) = whole_expression(source) {
             let value = self.eval(location, expression)?;
             let json = serde_json::to_value(&value).map_err(|e| Self::fail(location, e))?;
-            if json.to_string().len() > MAX_OUTPUT_BYTES {
+            if json_size(&json) > MAX_OUTPUT_BYTES {
                 return Err(Self::fail(
                     location,
                     format!("the value is over {MAX_OUTPUT_BYTES} bytes"),
@@ -319,6 +337,18 @@ mod tests {
             assert!(first.condition("vars.count >").is_err());
         }
         assert!(!EXPRESSIONS.lock().unwrap().contains_key("vars.count >"));
+    }
+
+    #[test]
+    fn a_json_size_is_the_length_of_its_text() {
+        for value in [
+            json!(null),
+            json!(12.5),
+            json!("a \"quoted\" ünïcode\n line"),
+            json!({"b": [1, 2, {"c": "d"}], "a": true}),
+        ] {
+            assert_eq!(json_size(&value), value.to_string().len());
+        }
     }
 
     #[test]

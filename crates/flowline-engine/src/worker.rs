@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::executor::{Runner, StepContext, StepOutput};
 use crate::failure::Failure;
 use crate::scope::Scope;
-use crate::template::{Deferred, Renderer};
+use crate::template::{Deferred, Renderer, json_size};
 use crate::walker::{self, Walk};
 use crate::{Engine, internal};
 
@@ -702,10 +702,10 @@ pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
 
 /// An output over [`MAX_OUTPUT_BYTES`] is replaced by a marker with its size and a preview.
 fn capped(output: Value) -> Value {
-    let text = output.to_string();
-    if text.len() <= MAX_OUTPUT_BYTES {
+    if json_size(&output) <= MAX_OUTPUT_BYTES {
         return output;
     }
+    let text = output.to_string();
     let mut end = 1024;
     while !text.is_char_boundary(end) {
         end -= 1;

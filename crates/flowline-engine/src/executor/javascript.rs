@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::{Executor, StepContext, StepOutput};
 use crate::failure::Failure;
+use crate::template::json_size;
 
 /// The most bytes of `contact`, `vars` and `trigger` together a script is given.
 pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
@@ -81,9 +82,9 @@ impl Executor for RunJavascript {
             timeout_ms: timeout.as_millis() as u64,
             memory_limit_mb: memory,
         };
-        let size = request.contact.to_string().len()
-            + request.vars.to_string().len()
-            + request.trigger.to_string().len();
+        let size = json_size(&request.contact)
+            + json_size(&request.vars)
+            + json_size(&request.trigger);
         if size > MAX_INPUT_BYTES {
             return Err(sandbox(
                 format!(
