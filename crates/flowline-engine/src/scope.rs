@@ -161,13 +161,13 @@ mod tests {
         assert_eq!(serde_json::to_value(&scope).unwrap(), expected);
         assert_eq!(
             renderer
-                .render_str("v", "{{ vars.count + trigger.run }} {{ execution.input.plan }}")
+                .render_str(
+                    "v",
+                    "{{ vars.count + trigger.run }} {{ execution.input.plan }}"
+                )
                 .unwrap(),
             json!("9 pro")
         );
-        assert_eq!(
-            Scope::from_json(expected.clone()).json(),
-            &expected
-        );
+        assert_eq!(Scope::from_json(expected.clone()).json(), &expected);
     }
 }

@@ -228,9 +228,7 @@ impl<F: Fn() -> Renderer> Deferred<F> {
 
 impl<F: Fn() -> Renderer> Conditions for Deferred<F> {
     fn condition(&self, condition: &str) -> Result<bool, TemplateError> {
-        self.renderer
-            .get_or_init(&self.build)
-            .condition(condition)
+        self.renderer.get_or_init(&self.build).condition(condition)
     }
 }
 
@@ -321,16 +319,30 @@ mod tests {
         let expression = "vars.count * 10 + 7";
         let first = renderer();
         assert_eq!(
-            first.render_str("v", &format!("{{{{ {expression} }}}}")).unwrap(),
+            first
+                .render_str("v", &format!("{{{{ {expression} }}}}"))
+                .unwrap(),
             json!(27)
         );
-        let cached = EXPRESSIONS.lock().unwrap().get(expression).cloned().unwrap();
+        let cached = EXPRESSIONS
+            .lock()
+            .unwrap()
+            .get(expression)
+            .cloned()
+            .unwrap();
         let second = Renderer::new(&json!({"vars": {"count": 5}}));
         assert_eq!(
-            second.render_str("v", &format!("{{{{ {expression} }}}}")).unwrap(),
+            second
+                .render_str("v", &format!("{{{{ {expression} }}}}"))
+                .unwrap(),
             json!(57)
         );
-        let again = EXPRESSIONS.lock().unwrap().get(expression).cloned().unwrap();
+        let again = EXPRESSIONS
+            .lock()
+            .unwrap()
+            .get(expression)
+            .cloned()
+            .unwrap();
         assert!(std::sync::Arc::ptr_eq(&cached, &again));
         // A broken expression is an error every time, and is not kept.
         for _ in 0..2 {

@@ -226,10 +226,7 @@ impl SqliteStore {
     }
 
     /// Records a step's end through the writer's next group commit.
-    pub(crate) async fn write_finish(
-        &self,
-        params: Arc<FinishStep>,
-    ) -> StoreResult<FinishOutcome> {
+    pub(crate) async fn write_finish(&self, params: Arc<FinishStep>) -> StoreResult<FinishOutcome> {
         let (reply, answer) = oneshot::channel();
         self.writer
             .send(Job::Finish(params, reply))

@@ -1932,7 +1932,10 @@ impl Store for StoreImpl {
         Ok(lost)
     }
 
-    async fn finish_shared(&self, params: std::sync::Arc<FinishStep>) -> StoreResult<FinishOutcome> {
+    async fn finish_shared(
+        &self,
+        params: std::sync::Arc<FinishStep>,
+    ) -> StoreResult<FinishOutcome> {
         let queues_more = params.result.queues_work();
         let queue = params.result.next_queue();
         let outcome = self.write_finish(params).await?;

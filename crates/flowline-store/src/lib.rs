@@ -373,10 +373,8 @@ pub trait Store:
 
     /// [`finish_step`](Store::finish_step) with a report the caller keeps a share of: a worker
     /// that may have to send it again, or reads it after, needs no copy.
-    async fn finish_shared(
-        &self,
-        params: std::sync::Arc<FinishStep>,
-    ) -> StoreResult<FinishOutcome>;
+    async fn finish_shared(&self, params: std::sync::Arc<FinishStep>)
+    -> StoreResult<FinishOutcome>;
 
     /// Returns steps whose lease expired to their queue (a failed attempt, `worker_lost`), or
     /// fails them when no attempts are left. Returns how many were rescued.

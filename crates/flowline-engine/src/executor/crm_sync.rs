@@ -52,12 +52,14 @@ fn properties(
                 .render_str(&format!("fieldMapping.{field}"), source)
                 .map_err(Failure::template)?
         } else {
-            lookup(step.data.json(), source.trim()).cloned().ok_or_else(|| {
-                invalid(
-                    format!("fieldMapping.{field}: the context has no `{source}`"),
-                    "name a path such as contact.email, or use a template",
-                )
-            })?
+            lookup(step.data.json(), source.trim())
+                .cloned()
+                .ok_or_else(|| {
+                    invalid(
+                        format!("fieldMapping.{field}: the context has no `{source}`"),
+                        "name a path such as contact.email, or use a template",
+                    )
+                })?
         };
         out.insert(field.clone(), value);
     }

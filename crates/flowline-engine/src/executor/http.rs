@@ -94,13 +94,15 @@ pub(crate) fn mapped_body(
                 .render_str(&format!("fieldMapping.{field}"), source)
                 .map_err(Failure::template)?
         } else {
-            lookup(step.data.json(), source.trim()).cloned().ok_or_else(|| {
-                Failure::new(
-                    ErrorCategory::Validation,
-                    format!("fieldMapping.{field}: the context has no `{source}`"),
-                    "name a path such as contact.email or vars.plan, or use a template",
-                )
-            })?
+            lookup(step.data.json(), source.trim())
+                .cloned()
+                .ok_or_else(|| {
+                    Failure::new(
+                        ErrorCategory::Validation,
+                        format!("fieldMapping.{field}: the context has no `{source}`"),
+                        "name a path such as contact.email or vars.plan, or use a template",
+                    )
+                })?
         };
         insert(&mut body, field, value);
     }

@@ -82,9 +82,8 @@ impl Executor for RunJavascript {
             timeout_ms: timeout.as_millis() as u64,
             memory_limit_mb: memory,
         };
-        let size = json_size(&request.contact)
-            + json_size(&request.vars)
-            + json_size(&request.trigger);
+        let size =
+            json_size(&request.contact) + json_size(&request.vars) + json_size(&request.trigger);
         if size > MAX_INPUT_BYTES {
             return Err(sandbox(
                 format!(
