@@ -133,6 +133,25 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(db_error)?;
+        // Everything below assumes the write-ahead log: readers beside the writer, and the
+        // writer's own flush of the log's file. Where SQLite cannot use it (a file system
+        // without the shared memory it needs, an in-memory database) it stays in another mode
+        // without an error, so the mode is read back.
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&pool)
+            .await
+            .map_err(db_error)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            pool.close().await;
+            return Err(StoreError::Backend(
+                format!(
+                    "SQLite keeps {} in `{mode}` journal mode instead of the write-ahead log \
+                     Flowline needs; put the database file on a local file system",
+                    settings.path.display()
+                )
+                .into(),
+            ));
+        }
         // With `synchronous=FULL` asked for, the writer's own connection commits without
         // waiting for the disk and the writer flushes its write-ahead log before it answers
         // (`writer::Flush`): its next batch runs while the last one's flush does.

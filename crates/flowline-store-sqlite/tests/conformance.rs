@@ -33,3 +33,15 @@ async fn sqlite_is_built_with_a_stable_query_planner() {
         .expect("compile options");
     assert_eq!(used, 1);
 }
+
+/// A database SQLite cannot keep in write-ahead-log mode is refused at open, with the reason,
+/// instead of failing each write later.
+#[tokio::test]
+async fn a_database_without_the_write_ahead_log_is_refused_at_open() {
+    let error = SqliteStore::open(&SqliteSettings::new(":memory:"))
+        .await
+        .expect_err("an in-memory database has no write-ahead log");
+    let message = error.to_string();
+    assert!(message.contains("`memory` journal mode"), "{message}");
+    assert!(message.contains("write-ahead log"), "{message}");
+}
