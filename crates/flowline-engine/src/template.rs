@@ -46,6 +46,9 @@ fn environment() -> Environment<'static> {
 
 /// The most compiled expressions kept; past it the cache starts over.
 const MAX_CACHED_EXPRESSIONS: usize = 4096;
+/// The longest expression kept compiled: longer ones, rare, are compiled each time, so the
+/// cache stays within a few megabytes whatever the flows hold.
+const MAX_CACHED_EXPRESSION_BYTES: usize = 512;
 
 type Compiled = std::sync::Arc<minijinja::Expression<'static, 'static>>;
 
@@ -61,6 +64,9 @@ fn compiled(expression: &str) -> Result<Compiled, minijinja::Error> {
         return Ok(found.clone());
     }
     let fresh = Compiled::new(ENVIRONMENT.compile_expression_owned(expression.to_owned())?);
+    if expression.len() > MAX_CACHED_EXPRESSION_BYTES {
+        return Ok(fresh);
+    }
     let mut cache = cache();
     if cache.len() >= MAX_CACHED_EXPRESSIONS {
         cache.clear();
@@ -349,6 +355,13 @@ mod tests {
             assert!(first.condition("vars.count >").is_err());
         }
         assert!(!EXPRESSIONS.lock().unwrap().contains_key("vars.count >"));
+        // A long expression is evaluated all the same, and not kept.
+        let long = format!("vars.count{}", " + 0".repeat(MAX_CACHED_EXPRESSION_BYTES));
+        assert_eq!(
+            first.render_str("v", &format!("{{{{ {long} }}}}")).unwrap(),
+            json!(2)
+        );
+        assert!(!EXPRESSIONS.lock().unwrap().contains_key(long.as_str()));
     }
 
     #[test]
