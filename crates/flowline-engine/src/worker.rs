@@ -230,7 +230,7 @@ async fn queue_loop(
                             id: step.id,
                             token: step.lease_token,
                         };
-                        let entry = (step.id, Claim::from(&step));
+                        let (entry_id, entry) = (step.id, Claim::from(&step));
                         let engine = engine.clone();
                         // Registered under the lock the task's cleanup takes, so the entry exists
                         // before the task can remove it.
@@ -276,7 +276,7 @@ async fn queue_loop(
                             drop(tracked);
                             drop(permit);
                         });
-                        map.insert(entry.0, (entry.1, handle));
+                        map.insert(entry_id, (entry, handle));
                     }
                     continue;
                 }
