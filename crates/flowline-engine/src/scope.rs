@@ -11,9 +11,13 @@ use serde_json::Value;
 /// A run's context at one step. A step's is built from the parts its worker holds and handed to
 /// the template engine as they are; its JSON form is built only for the executors that read it
 /// (most steps render a template or two and never do).
-pub struct Scope<'a> {
-    parts: Option<Parts<'a>>,
-    json: OnceLock<Value>,
+pub struct Scope<'a>(Form<'a>);
+
+enum Form<'a> {
+    /// A step's parts, and their JSON once asked for.
+    Parts(Parts<'a>, OnceLock<Value>),
+    /// A context given whole.
+    Json(Value),
 }
 
 #[derive(Serialize)]
@@ -56,8 +60,8 @@ impl<'a> Scope<'a> {
         contact: &'a Option<Value>,
         variables: &'a [Variable],
     ) -> Self {
-        Self {
-            parts: Some(Parts {
+        Self(Form::Parts(
+            Parts {
                 contact,
                 vars: Vars(variables),
                 trigger: &step.trigger,
@@ -71,34 +75,35 @@ impl<'a> Scope<'a> {
                 workspace: Workspace {
                     id: step.workspace_id,
                 },
-            }),
-            json: OnceLock::new(),
-        }
+            },
+            OnceLock::new(),
+        ))
     }
 
     /// A context given whole, as JSON.
     pub fn from_json(json: Value) -> Self {
-        Self {
-            parts: None,
-            json: OnceLock::from(json),
-        }
+        Self(Form::Json(json))
     }
 
     /// The context as one JSON object.
     pub fn json(&self) -> &Value {
-        self.json.get_or_init(|| match &self.parts {
-            Some(parts) => serde_json::to_value(parts).unwrap_or(Value::Null),
-            None => Value::Null,
-        })
+        match &self.0 {
+            Form::Parts(parts, json) => {
+                json.get_or_init(|| serde_json::to_value(parts).unwrap_or(Value::Null))
+            }
+            Form::Json(json) => json,
+        }
     }
 }
 
 impl Serialize for Scope<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match (self.json.get(), &self.parts) {
-            (Some(json), _) => json.serialize(serializer),
-            (None, Some(parts)) => parts.serialize(serializer),
-            (None, None) => Value::Null.serialize(serializer),
+        match &self.0 {
+            Form::Parts(parts, json) => match json.get() {
+                Some(json) => json.serialize(serializer),
+                None => parts.serialize(serializer),
+            },
+            Form::Json(json) => json.serialize(serializer),
         }
     }
 }

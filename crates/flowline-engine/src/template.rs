@@ -320,6 +320,11 @@ mod tests {
         assert!(!r.condition("vars.count > 5").unwrap());
     }
 
+    /// The cache's entry for `expression`, if it has one.
+    fn kept(expression: &str) -> Option<Compiled> {
+        EXPRESSIONS.lock().unwrap().get(expression).cloned()
+    }
+
     #[test]
     fn expressions_are_compiled_once_and_evaluated_against_each_context() {
         let expression = "vars.count * 10 + 7";
@@ -330,12 +335,7 @@ mod tests {
                 .unwrap(),
             json!(27)
         );
-        let cached = EXPRESSIONS
-            .lock()
-            .unwrap()
-            .get(expression)
-            .cloned()
-            .unwrap();
+        let cached = kept(expression).unwrap();
         let second = Renderer::new(&json!({"vars": {"count": 5}}));
         assert_eq!(
             second
@@ -343,25 +343,20 @@ mod tests {
                 .unwrap(),
             json!(57)
         );
-        let again = EXPRESSIONS
-            .lock()
-            .unwrap()
-            .get(expression)
-            .cloned()
-            .unwrap();
+        let again = kept(expression).unwrap();
         assert!(std::sync::Arc::ptr_eq(&cached, &again));
         // A broken expression is an error every time, and is not kept.
         for _ in 0..2 {
             assert!(first.condition("vars.count >").is_err());
         }
-        assert!(!EXPRESSIONS.lock().unwrap().contains_key("vars.count >"));
+        assert!(kept("vars.count >").is_none());
         // A long expression is evaluated all the same, and not kept.
         let long = format!("vars.count{}", " + 0".repeat(MAX_CACHED_EXPRESSION_BYTES));
         assert_eq!(
             first.render_str("v", &format!("{{{{ {long} }}}}")).unwrap(),
             json!(2)
         );
-        assert!(!EXPRESSIONS.lock().unwrap().contains_key(long.as_str()));
+        assert!(kept(&long).is_none());
     }
 
     #[test]
