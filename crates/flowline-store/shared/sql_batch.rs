@@ -280,7 +280,6 @@ pub(crate) fn plan_finish(
         })
         .collect();
     if !queued.is_empty() {
-        let runs: Vec<Uuid> = queued.iter().map(|(r, _)| r.execution_id.0).collect();
         // A next step of the reporting worker's own queue is handed to it claimed, when it asks:
         // one lease token for all of them, as a claim has.
         let token = Uuid::now_v7();
@@ -327,9 +326,6 @@ pub(crate) fn plan_finish(
                 );
             }
         }
-        let query = writes
-            .statement("UPDATE flow_executions SET step_count = step_count + 1 WHERE id IN (");
-        push_ids(query, &runs);
     }
     // Before the runs' own ends, as their steps' ends happened first.
     step_events(writes, &events);

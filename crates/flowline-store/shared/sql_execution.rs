@@ -44,8 +44,21 @@ struct ExecutionRow {
     finished_at: Option<DateTime<Utc>>,
 }
 
-pub(crate) const EXECUTION_COLUMNS: &str = "id, workspace_id, flow_id, flow_version, contact_id, trigger_kind, \
-     trigger, input, status, step_count, depth, error, created_at, started_at, finished_at";
+/// How many steps the run of `flow_executions` has queued, as SQL: its step rows, found through
+/// the `(flow_execution_id, action_id, occurrence)` key. Counted where it is read, a few times a
+/// run, instead of kept on the run's row by an update for every step.
+macro_rules! step_count {
+    () => {
+        "(SELECT CAST(count(*) AS INTEGER) FROM action_executions c \
+         WHERE c.flow_execution_id = flow_executions.id) AS step_count"
+    };
+}
+
+pub(crate) const EXECUTION_COLUMNS: &str = concat!(
+    "id, workspace_id, flow_id, flow_version, contact_id, trigger_kind, trigger, input, status, ",
+    step_count!(),
+    ", depth, error, created_at, started_at, finished_at"
+);
 
 fn step_error(value: Option<Json<serde_json::Value>>) -> StoreResult<Option<StepError>> {
     value
@@ -344,11 +357,6 @@ pub(crate) async fn insert_step(
         .into_iter()
         .next()
         .ok_or_else(|| corrupt("step", "the insert returned no id"))?;
-    sqlx::query("UPDATE flow_executions SET step_count = step_count + 1 WHERE id = $1")
-        .bind(execution.0)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_error)?;
     Ok(id)
 }
 
@@ -540,7 +548,7 @@ pub(crate) async fn start_executions(
     {
         let mut query = QueryBuilder::<Db>::new(
             "INSERT INTO flow_executions (id, workspace_id, flow_id, flow_version, contact_id, trigger_kind, trigger, \
-             input, status, step_count, created_at, started_at, finished_at, depth) ",
+             input, status, created_at, started_at, finished_at, depth) ",
         );
         query.push_values(chunk.iter().zip(chunk_ids), |mut row, (run, id)| {
             let done = run.first_step.is_none();
@@ -553,7 +561,6 @@ pub(crate) async fn start_executions(
                 .push_bind(Json(&run.trigger))
                 .push_bind(Json(&run.input))
                 .push_bind(if done { "completed" } else { "pending" })
-                .push_bind(i32::from(!done))
                 .push_bind(at)
                 .push_bind(done.then_some(at))
                 .push_bind(done.then_some(at))
@@ -609,8 +616,8 @@ pub(crate) async fn start_in(
     let done = params.first_step.is_none();
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO flow_executions (id, workspace_id, flow_id, flow_version, contact_id, trigger_kind, trigger, \
-         input, status, step_count, created_at, started_at, finished_at, dedupe_key, depth) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $11, $12, $13) \
+         input, status, created_at, started_at, finished_at, dedupe_key, depth) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13) \
          ON CONFLICT (flow_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id",
     )
     .bind(id.0)
@@ -1531,9 +1538,11 @@ pub(crate) async fn complete_claim(
     let mut runs_ids: Vec<Uuid> = rows.iter().map(|r| r.flow_execution_id).collect();
     runs_ids.sort();
     runs_ids.dedup();
-    let mut query = QueryBuilder::<Db>::new(
-        "SELECT id, flow_id, flow_version, contact_id, trigger, input, step_count, status FROM flow_executions WHERE id IN (",
-    );
+    let mut query = QueryBuilder::<Db>::new(concat!(
+        "SELECT id, flow_id, flow_version, contact_id, trigger, input, status, ",
+        step_count!(),
+        " FROM flow_executions WHERE id IN ("
+    ));
     push_ids(&mut query, &runs_ids);
     let runs: HashMap<Uuid, RunRow> = query
         .build_query_as::<RunRow>()
