@@ -21,8 +21,8 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::sql_execution::{
-    AttemptEnd, INSERT_ROWS, QueuedStep, StepEvent, StepLease, Writes, attempt_ends, error_json,
-    padded_rows, push_ids, queue_steps, step_events,
+    AttemptEnd, QueuedStep, StepEvent, StepLease, Writes, attempt_ends, error_json, padded_rows,
+    push_ids, queue_steps, rows_at, step_events,
 };
 use crate::sql_store::corrupt;
 
@@ -250,9 +250,9 @@ pub(crate) fn plan_finish(
     if !variables.is_empty() {
         let query = writes.statement(
             "INSERT INTO action_variables (id, workspace_id, flow_execution_id, name, type, value, \
-             set_by_action_execution_id, created_at, updated_at) ",
+             set_by_action_execution_id, created_at, updated_at) \
+             SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, t.at, t.at FROM (",
         );
-        query.push(INSERT_ROWS.0);
         query.push_values(padded_rows(variables.iter()), |mut row, written| {
             row.push_bind(written.map(|_| Uuid::now_v7()))
                 .push_bind(written.map(|(report, _)| report.workspace_id.0))
@@ -260,11 +260,9 @@ pub(crate) fn plan_finish(
                 .push_bind(written.map(|(_, variable)| &variable.name))
                 .push_bind(written.map(|(_, variable)| variable.variable_type.as_str()))
                 .push_bind(written.map(|(_, variable)| Json(&variable.value)))
-                .push_bind(written.map(|(report, _)| report.step_id.0))
-                .push_bind(written.map(|_| at))
-                .push_bind(written.map(|_| at));
+                .push_bind(written.map(|(report, _)| report.step_id.0));
         });
-        query.push(INSERT_ROWS.1);
+        rows_at(query, at);
         query.push(
             " ON CONFLICT (flow_execution_id, name) DO UPDATE SET type = excluded.type, value = excluded.value, \
              set_by_action_execution_id = excluded.set_by_action_execution_id, updated_at = excluded.updated_at",
