@@ -217,6 +217,7 @@ pub(crate) fn plan_finish(
                 status: end.status,
                 action_type: &h.action_type,
                 attempt: h.attempt,
+                then: None,
             })
         })
         .collect();

@@ -428,19 +428,16 @@ pub(crate) fn queue_steps(
     let ids: Vec<StepId> = steps.iter().map(|_| StepId::new()).collect();
     for (queued, id) in steps.iter().zip(&ids) {
         // Queued, then (when written claimed) started: the same story as any other step's.
-        let event = |status, attempt| StepEvent {
+        events.push(StepEvent {
             workspace: queued.workspace,
             flow: queued.flow,
             run: queued.run,
             step: id.0,
-            status,
+            status: "pending",
             action_type: queued.step.action_type.as_str(),
-            attempt,
-        };
-        events.push(event("pending", 0));
-        if queued.lease.is_some() {
-            events.push(event("running", 1));
-        }
+            attempt: 0,
+            then: queued.lease.map(|_| ("running", 1)),
+        });
     }
     // A step written claimed has its lease (column 10 to 12); its status, attempt and start follow.
     let query = writes.statement(
@@ -928,6 +925,7 @@ pub(crate) async fn cancel_execution(
             status: "cancelled",
             action_type,
             attempt: *attempt,
+            then: None,
         })
         .collect();
     write_step_events(tx, &events).await?;
@@ -1057,27 +1055,40 @@ pub(crate) struct StepEvent<'a> {
     pub(crate) status: &'a str,
     pub(crate) action_type: &'a str,
     pub(crate) attempt: i32,
+    /// The step's next status and attempt, at once (a step queued already claimed: `pending`,
+    /// then `running`), written from the same row.
+    pub(crate) then: Option<(&'a str, i32)>,
 }
 
-/// Writes `events`, in their order, in one statement of `writes`.
+/// Writes `events` in one statement of `writes`: each step's, and each run's, in their order.
+/// A step's two events at once share a row of bound values, its workspace, flow, run, step and
+/// action bound once for both: each bound value is a copy made, sent and freed.
 pub(crate) fn step_events(writes: &mut Writes, events: &[StepEvent<'_>]) {
     if events.is_empty() {
         return;
     }
     let query = writes.statement(
         "INSERT INTO events (workspace_id, flow_id, execution_id, step_id, kind, status, action_type, attempt) \
-         SELECT v.column1, v.column2, v.column3, v.column4, 'step', v.column5, v.column6, v.column7 FROM (",
+         SELECT v.column1, v.column2, v.column3, v.column4, 'step', \
+         CASE WHEN x.n = 1 THEN v.column5 ELSE v.column8 END, v.column6, \
+         CASE WHEN x.n = 1 THEN v.column7 ELSE v.column9 END FROM (",
     );
     query.push_values(padded_rows(events.iter()), |mut row, event| {
+        let then = event.and_then(|e| e.then);
         row.push_bind(event.map(|e| e.workspace))
             .push_bind(event.map(|e| e.flow))
             .push_bind(event.map(|e| e.run))
             .push_bind(event.map(|e| e.step))
             .push_bind(event.map(|e| e.status))
             .push_bind(event.map(|e| e.action_type))
-            .push_bind(event.map(|e| e.attempt));
+            .push_bind(event.map(|e| e.attempt))
+            .push_bind(then.map(|(status, _)| status))
+            .push_bind(then.map(|(_, attempt)| attempt));
     });
-    query.push(INSERT_ROWS.1);
+    query.push(
+        ") AS v JOIN (SELECT 1 AS n UNION ALL SELECT 2 AS n) AS x \
+         ON x.n = 1 OR v.column8 IS NOT NULL WHERE v.column1 IS NOT NULL",
+    );
 }
 
 /// Writes `events` now, in the caller's transaction.
@@ -1219,6 +1230,7 @@ pub(crate) async fn finish_step(
             status,
             action_type: &action_type,
             attempt,
+            then: None,
         }]
     };
     let input = params.input.as_ref().map(Json);
@@ -1382,6 +1394,7 @@ pub(crate) async fn rescue_expired(tx: &mut Tx<'_>, limit: u32) -> StoreResult<u
                 status,
                 action_type: &step.action_type,
                 attempt: step.attempt,
+                then: None,
             }]
         };
         if step.run_status == "cancelled" {
@@ -1568,6 +1581,7 @@ pub(crate) async fn complete_claim(
             status,
             action_type: &row.action_type,
             attempt: row.attempt,
+            then: None,
         }
     }
     let flow = |row: &ClaimedRow| runs.get(&row.flow_execution_id).map(|run| run.flow_id);
@@ -1726,7 +1740,7 @@ pub(crate) fn padded(rows: usize) -> usize {
 
 /// `rows`, then `None`s up to [`padded`] rows: a padding row binds a `NULL` of each column's
 /// type, and statements skip rows whose first column is `NULL` (an `UPDATE … FROM` by joining
-/// on it, an insert through [`INSERT_ROWS`]).
+/// on it, an insert with a `WHERE` on it, as [`rows_at`] writes).
 pub(crate) fn padded_rows<T>(
     rows: impl ExactSizeIterator<Item = T>,
 ) -> impl Iterator<Item = Option<T>> {
@@ -1745,10 +1759,6 @@ pub(crate) fn rows_at(query: &mut QueryBuilder<Db>, at: DateTime<Utc>) {
         .push_bind(at)
         .push(" AS at) AS t WHERE v.column1 IS NOT NULL");
 }
-
-/// What goes around padded `VALUES` in an `INSERT`: `INSERT INTO t (…) {0} VALUES … {1}`.
-pub(crate) const INSERT_ROWS: (&str, &str) =
-    ("SELECT * FROM (", ") AS v WHERE v.column1 IS NOT NULL");
 
 #[cfg(test)]
 mod tests {
