@@ -440,6 +440,7 @@ impl Engine {
             renderer: &renderer,
             data: &data,
             secrets: &**self,
+            shown: std::sync::OnceLock::new(),
         };
         let outcome = match &executor {
             Some(executor) => executor
@@ -463,7 +464,7 @@ impl Engine {
             },
             Err(failure) => DryRun {
                 ok: false,
-                input: None,
+                input: step.shown.into_inner(),
                 requests,
                 variables: Vec::new(),
                 output: None,

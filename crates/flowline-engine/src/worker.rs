@@ -501,15 +501,18 @@ async fn run_step_in(
         },
         |ms| Duration::from_millis(ms.max(1) as u64),
     );
-    let outcome = match engine.executors().get(action.action_type) {
-        None => Err(Failure::new(
-            ErrorCategory::Validation,
-            format!(
-                "this Flowline cannot run `{}` actions yet",
-                action.action_type
-            ),
-            "disable the action or upgrade Flowline",
-        )),
+    let (outcome, shown) = match engine.executors().get(action.action_type) {
+        None => (
+            Err(Failure::new(
+                ErrorCategory::Validation,
+                format!(
+                    "this Flowline cannot run `{}` actions yet",
+                    action.action_type
+                ),
+                "disable the action or upgrade Flowline",
+            )),
+            None,
+        ),
         Some(runner) => {
             let context = StepContext {
                 step_id: step.id,
@@ -521,8 +524,9 @@ async fn run_step_in(
                 renderer: &renderer,
                 data: &data,
                 secrets: &**engine,
+                shown: std::sync::OnceLock::new(),
             };
-            match runner {
+            let outcome = match runner {
                 Runner::Plain(executor) => {
                     tokio::time::timeout(timeout, executor.execute(&context))
                         .await
@@ -583,8 +587,19 @@ async fn run_step_in(
                         }
                     }
                 }
-            }
+            };
+            (outcome, context.shown.into_inner())
         }
+    };
+    // A failed attempt's record shows its input too: as the executor rendered it, else the
+    // config rendered over the run's context (without secrets, which that context lacks: a
+    // config that names one is not shown).
+    let failed_input = || {
+        shown.or_else(|| {
+            renderer
+                .render_value("actionConfig", &action.action_config)
+                .ok()
+        })
     };
     let (input, result) = match outcome {
         Ok(output) => completed(
@@ -605,7 +620,7 @@ async fn run_step_in(
             let run_at = chrono::Utc::now()
                 + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
             (
-                None,
+                failed_input(),
                 StepResult::RetryLater {
                     error: failure.error,
                     run_at,
@@ -625,7 +640,7 @@ async fn run_step_in(
                 None => Next::Fail(failure.error.clone()),
             };
             (
-                None,
+                failed_input(),
                 StepResult::Failed {
                     status,
                     error: failure.error,

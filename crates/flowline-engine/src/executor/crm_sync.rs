@@ -177,6 +177,7 @@ impl SyncCrm {
             "url": url,
             "body": body,
         }));
+        step.show(&input);
         let response = self
             .outbound
             .send(

@@ -181,6 +181,7 @@ impl SendEmail {
             "hasHtml": message.html.is_some(),
             "hasText": message.text.is_some(),
         }));
+        step.show(&input);
         let output = match config.provider {
             EmailProvider::Smtp => self.smtp(step, config, secrets, &message).await?,
             EmailProvider::Sendgrid => self.sendgrid(step, config, secrets, &message).await?,

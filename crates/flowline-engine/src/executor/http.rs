@@ -277,6 +277,7 @@ impl RunApiRequest {
             }),
             "body": shown_body,
         }));
+        step.show(&input);
         let request = OutboundRequest {
             kind: "run_api_request",
             method,
@@ -470,6 +471,7 @@ impl SendWebhook {
             "signed": config.signing_secret.is_some(),
             "payload": payload,
         }));
+        step.show(&input);
         let request = OutboundRequest {
             kind: "send_webhook",
             method: Method::POST,

@@ -94,6 +94,7 @@ impl Executor for RunJavascript {
         }
         let input =
             json!({"code": config.code, "timeoutMs": request.timeout_ms, "memoryLimitMb": memory});
+        step.show(&input);
         let response = self.pool.run(&request).await.map_err(|error| match error {
             PoolError::Killed => {
                 let mut failure = Failure::new(

@@ -55,12 +55,20 @@ pub struct StepContext<'a> {
     pub data: &'a Scope<'a>,
     /// Opens the secrets a config names, at the moment of use.
     pub secrets: &'a dyn SecretResolver,
+    /// The config as rendered, once the executor has shown it (see [`StepContext::show`]).
+    pub shown: std::sync::OnceLock<Value>,
 }
 
 impl StepContext<'_> {
     /// The idempotency key to send to outside services: the same on every attempt.
     pub fn idempotency_key(&self) -> String {
         self.step_id.to_string()
+    }
+
+    /// Keeps the config as rendered (secrets masked) for the step's record before the work
+    /// that may fail, so a failed attempt shows what it was given too.
+    pub fn show(&self, input: &Value) {
+        let _ = self.shown.set(input.clone());
     }
 
     /// The action's saved config in its typed form; a config that no longer reads fails the

@@ -320,6 +320,8 @@ api_test! {
         assert_eq!(error["category"], "not_found");
         assert_eq!(error["retryable"], false);
         assert!(error["suggestion"].as_str().unwrap().contains("capacity"), "{error}");
+        // The failed step shows the config it was given.
+        assert_eq!(full["steps"][0]["input"], json!({"strategy": "round_robin", "priority": "urgent"}));
         assert_eq!(detail(&app, &f).await["assignments"], json!([]));
         // An unknown agent in a config is refused when it is saved.
         let flow = app.flow(&app.owner).await;

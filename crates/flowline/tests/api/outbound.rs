@@ -192,6 +192,11 @@ api_test! {
         assert_eq!(error["category"], "upstream");
         assert_eq!(error["retryable"], true);
         assert!(error["message"].as_str().unwrap().contains("[secret]"), "{error}");
+        // The failed attempt shows what it sent, its secrets masked.
+        let input = &r["steps"][0]["input"];
+        assert_eq!(input["headers"]["X-Token"], "[secret]", "{input}");
+        assert_eq!(input["method"], "GET", "{input}");
+        assert!(input["url"].as_str().unwrap().starts_with(&format!("{}/x", peer.url)), "{input}");
         // Nowhere in the API's answers, nor in what is stored for the run, nor the audit log.
         assert!(!leaks(&r.to_string(), SECRET), "{r}");
         let stored = app.store.get_execution(app.workspace, r["id"].as_str().unwrap().parse().unwrap()).await.unwrap();
