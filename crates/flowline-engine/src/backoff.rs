@@ -113,7 +113,20 @@ mod tests {
         let defaults = RetryDefaults::default();
         for attempt in 1..6 {
             let bound = Duration::from_secs(1 << (attempt - 1));
-            assert!(defaults.delay(None, attempt, None) <= bound);
+            // Full jitter: waits spread over the whole of 0..=bound, not just the bound itself.
+            let waits: Vec<Duration> = (0..200)
+                .map(|_| defaults.delay(None, attempt, None))
+                .collect();
+            assert!(waits.iter().all(|w| *w <= bound), "{waits:?}");
+            assert!(waits.iter().any(|w| *w < bound / 2), "{waits:?}");
+            assert!(waits.iter().any(|w| *w > bound / 2), "{waits:?}");
+            let mut distinct = waits.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert!(distinct.len() > 100, "{} distinct waits", distinct.len());
+            // A peer's Retry-After is a floor under the jitter.
+            let floor = bound + Duration::from_secs(1);
+            assert_eq!(defaults.delay(None, attempt, Some(floor)), floor);
         }
         assert_eq!(defaults.max_attempts(None), 3);
         assert_eq!(

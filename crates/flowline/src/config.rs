@@ -87,6 +87,21 @@ pub struct Config {
     pub smtp_username: Option<String>,
     /// Its password.
     pub smtp_password: Option<String>,
+    /// Attempts in all of an action that names no retry policy (default 3).
+    pub retry_max_attempts: u32,
+    /// The first wait before such an action's step runs again, in milliseconds (default 1 s).
+    pub retry_initial_delay_ms: u64,
+    /// How much each wait grows (default 2).
+    pub retry_factor: f64,
+    /// The longest wait between attempts, in milliseconds (default 5 min).
+    pub retry_max_delay_ms: u64,
+    /// Whether waits are randomised between 0 and their exponential bound (default true).
+    pub retry_jitter: bool,
+    /// How long a step of an action that names no `timeoutMs` may run, in milliseconds
+    /// (default 30 s).
+    pub default_timeout_ms: u64,
+    /// The safety-net poll for due work when no wake-up comes, in milliseconds (default 2 s).
+    pub poll_interval_ms: u64,
     /// Attempts of a webhook in all (default 8: about 15 hours).
     pub webhook_max_attempts: u32,
     /// The first wait before a webhook is sent again, in milliseconds (default 5 s).
@@ -158,6 +173,13 @@ impl Default for Config {
             smtp_security: "starttls".to_owned(),
             smtp_username: None,
             smtp_password: None,
+            retry_max_attempts: 3,
+            retry_initial_delay_ms: 1_000,
+            retry_factor: 2.0,
+            retry_max_delay_ms: 300_000,
+            retry_jitter: true,
+            default_timeout_ms: 30_000,
+            poll_interval_ms: 2_000,
             webhook_max_attempts: 8,
             webhook_initial_delay_ms: 5_000,
             webhook_max_delay_ms: 10 * 3_600_000,
@@ -167,7 +189,7 @@ impl Default for Config {
 }
 
 /// The configuration keys, as `FLOWLINE_<KEY>` variables and TOML keys.
-const CONFIG_KEYS: [&str; 32] = [
+const CONFIG_KEYS: [&str; 39] = [
     "bind",
     "data_dir",
     "database_url",
@@ -196,6 +218,13 @@ const CONFIG_KEYS: [&str; 32] = [
     "smtp_security",
     "smtp_username",
     "smtp_password",
+    "retry_max_attempts",
+    "retry_initial_delay_ms",
+    "retry_factor",
+    "retry_max_delay_ms",
+    "retry_jitter",
+    "default_timeout_ms",
+    "poll_interval_ms",
     "webhook_max_attempts",
     "webhook_initial_delay_ms",
     "webhook_max_delay_ms",
@@ -261,6 +290,27 @@ impl Config {
         );
         self.outbound_networks()?;
         self.smtp_security()?;
+        anyhow::ensure!(
+            (1..=100).contains(&self.retry_max_attempts),
+            "retry_max_attempts must be 1 to 100"
+        );
+        anyhow::ensure!(
+            self.retry_initial_delay_ms <= self.retry_max_delay_ms
+                && self.retry_max_delay_ms <= 7 * 86_400_000,
+            "retry_initial_delay_ms must be at most retry_max_delay_ms, and that at most 7 days (604800000)"
+        );
+        anyhow::ensure!(
+            (1.0..=10.0).contains(&self.retry_factor),
+            "retry_factor must be 1 to 10"
+        );
+        anyhow::ensure!(
+            (1..=86_400_000).contains(&self.default_timeout_ms),
+            "default_timeout_ms must be 1 to 86400000"
+        );
+        anyhow::ensure!(
+            (10..=3_600_000).contains(&self.poll_interval_ms),
+            "poll_interval_ms must be 10 to 3600000"
+        );
         anyhow::ensure!(
             (1..=20).contains(&self.webhook_max_attempts),
             "webhook_max_attempts must be 1 to 20"
@@ -333,6 +383,15 @@ impl Config {
             hand_on_steps: self.hand_on_steps,
             rescue_interval: (lease / 3).max(std::time::Duration::from_millis(200)),
             step_limit: self.step_limit,
+            poll_interval: std::time::Duration::from_millis(self.poll_interval_ms),
+            retry: flowline_engine::backoff::RetryDefaults {
+                max_attempts: self.retry_max_attempts,
+                initial_delay: std::time::Duration::from_millis(self.retry_initial_delay_ms),
+                factor: self.retry_factor,
+                max_delay: std::time::Duration::from_millis(self.retry_max_delay_ms),
+                jitter: self.retry_jitter,
+            },
+            default_timeout: std::time::Duration::from_millis(self.default_timeout_ms),
             sandbox_pool_size: self.sandbox_pool_size,
             javascript_timeout_cap: std::time::Duration::from_millis(
                 self.javascript_timeout_cap_ms,
@@ -413,5 +472,81 @@ mod tests {
         Config::default().check().unwrap();
         let refused = too_many.check().unwrap_err().to_string();
         assert!(refused.contains("concurrency_"), "{refused}");
+    }
+
+    #[test]
+    fn retry_defaults_timeout_and_poll_come_from_the_configuration() {
+        let config = Config {
+            retry_max_attempts: 5,
+            retry_initial_delay_ms: 250,
+            retry_factor: 3.0,
+            retry_max_delay_ms: 9_000,
+            retry_jitter: false,
+            default_timeout_ms: 1_500,
+            poll_interval_ms: 700,
+            ..Config::default()
+        };
+        config.check().unwrap();
+        let engine = config.engine();
+        assert_eq!(
+            engine.retry,
+            flowline_engine::backoff::RetryDefaults {
+                max_attempts: 5,
+                initial_delay: std::time::Duration::from_millis(250),
+                factor: 3.0,
+                max_delay: std::time::Duration::from_millis(9_000),
+                jitter: false,
+            }
+        );
+        assert_eq!(
+            engine.default_timeout,
+            std::time::Duration::from_millis(1_500)
+        );
+        assert_eq!(engine.poll_interval, std::time::Duration::from_millis(700));
+        // The defaults are the design's: 3 attempts, 1 s doubling to 5 min, with jitter.
+        assert_eq!(
+            Config::default().engine().retry,
+            flowline_engine::backoff::RetryDefaults::default()
+        );
+        for (bad, key) in [
+            (
+                Config {
+                    retry_max_attempts: 0,
+                    ..Config::default()
+                },
+                "retry_max_attempts",
+            ),
+            (
+                Config {
+                    retry_initial_delay_ms: 400_000,
+                    ..Config::default()
+                },
+                "retry_initial_delay_ms",
+            ),
+            (
+                Config {
+                    retry_factor: 0.5,
+                    ..Config::default()
+                },
+                "retry_factor",
+            ),
+            (
+                Config {
+                    default_timeout_ms: 0,
+                    ..Config::default()
+                },
+                "default_timeout_ms",
+            ),
+            (
+                Config {
+                    poll_interval_ms: 1,
+                    ..Config::default()
+                },
+                "poll_interval_ms",
+            ),
+        ] {
+            let refused = bad.check().unwrap_err().to_string();
+            assert!(refused.contains(key), "{refused}");
+        }
     }
 }
