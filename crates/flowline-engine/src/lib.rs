@@ -200,6 +200,8 @@ pub struct Engine {
     config: EngineConfig,
     executors: Executors,
     versions: Mutex<HashMap<(FlowId, i32), Arc<FlowVersion>>>,
+    /// Wakes a queue's claiming loop when a step this process put off comes due.
+    due: [Arc<tokio::sync::Notify>; 3],
 }
 
 impl Engine {
@@ -220,7 +222,29 @@ impl Engine {
             config,
             executors,
             versions: Mutex::new(HashMap::new()),
+            due: Default::default(),
         })
+    }
+
+    /// What wakes `queue`'s claiming loop when a step put off by this process comes due.
+    pub(crate) fn due(&self, queue: Queue) -> &Arc<tokio::sync::Notify> {
+        &self.due[match queue {
+            Queue::Basic => 0,
+            Queue::Advanced => 1,
+            Queue::Integration => 2,
+        }]
+    }
+
+    /// Wakes `queue`'s claiming loop at `at`, when a step this process put off comes due: a
+    /// retry runs after its backoff, not at the next slow poll. (Should this process stop
+    /// meanwhile, another one's poll finds the step.)
+    pub(crate) fn wake_at(&self, queue: Queue, at: chrono::DateTime<chrono::Utc>) {
+        let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+        let due = self.due(queue).clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            due.notify_one();
+        });
     }
 
     /// The store.

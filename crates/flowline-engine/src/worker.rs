@@ -192,6 +192,7 @@ async fn queue_loop(
         .max(1);
     let permits = Arc::new(Semaphore::new(limit));
     let mut work = engine.store.subscribe_work();
+    let due = engine.due(queue).clone();
     let mut tasks = JoinSet::new();
     // While busy, claim only once a quarter of the slots is free: claims of one step at a time
     // would always take the oldest step, whichever workspace it is, and undo the fair ranking.
@@ -202,7 +203,8 @@ async fn queue_loop(
     let mut more = true;
     let mut seen = work.borrow_and_update().of(queue);
     // The slow poll keeps its own time, so a busy loop's other wake-ups do not put it off: a
-    // retry coming due is claimed within a poll interval even if nothing signals it.
+    // step coming due that nothing here wakes for (a retry put off by a process that has
+    // stopped since) is claimed within a poll interval.
     let mut next_poll = tokio::time::Instant::now() + engine.config.poll_interval;
     loop {
         if *shutdown.borrow() {
@@ -296,6 +298,7 @@ async fn queue_loop(
                 more = true;
                 next_poll = tokio::time::Instant::now() + engine.config.poll_interval;
             }
+            _ = due.notified() => more = true,
             _ = stopping(&mut shutdown) => {}
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
@@ -650,7 +653,15 @@ async fn run_step_in(
         }
     };
     count(engine, action.action_type.as_str(), &result, began);
-    finish(engine, step, input, result, hand_on, variables).await
+    let retry_at = match &result {
+        StepResult::RetryLater { run_at, .. } => Some(*run_at),
+        _ => None,
+    };
+    let finished = finish(engine, step, input, result, hand_on, variables).await;
+    if let (Some(at), Ok(None)) = (retry_at, &finished) {
+        engine.wake_at(action.action_type.category().queue(), at);
+    }
+    finished
 }
 
 /// Counts an attempt's end in the engine's metrics.

@@ -355,7 +355,9 @@ pub(crate) async fn claim(tx: &mut Tx<'_>, params: &ClaimParams) -> StoreResult<
 /// the next signal, and workers' slow poll covers the gap).
 pub(crate) async fn relay_wakeups(store: &PgStore, mut shutdown: watch::Receiver<bool>) {
     let mut outbox = store.outbox.subscribe();
-    let mut told = *outbox.borrow_and_update();
+    // Nothing told yet: this process's work signalled before its relay ran is told once it
+    // listens.
+    let mut told = WorkSignal::default();
     let mut listener = loop {
         let attempt = async {
             let mut listener = sqlx::postgres::PgListener::connect_with(&store.pool).await?;
@@ -373,20 +375,37 @@ pub(crate) async fn relay_wakeups(store: &PgStore, mut shutdown: watch::Receiver
             }
         }
     };
+    // Other processes' work signalled before this one listened went unheard: its workers look
+    // once.
+    store.work.send_modify(|signal| signal.bump(None));
+    let mut pending = *outbox.borrow_and_update() != told;
     loop {
+        if pending {
+            // The payload names the queues given work since the last NOTIFY.
+            let now = *outbox.borrow_and_update();
+            let queues: Vec<&str> = now
+                .changed_since(&told)
+                .iter()
+                .map(|q| q.as_str())
+                .collect();
+            told = now;
+            pending = false;
+            if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(WORK_CHANNEL)
+                .bind(queues.join(","))
+                .execute(&store.pool)
+                .await
+            {
+                tracing::warn!(%error, "could not NOTIFY other processes of work");
+            }
+        }
         tokio::select! {
             _ = shutdown.changed() => break,
             changed = outbox.changed() => {
                 if changed.is_err() {
                     break;
                 }
-                // The payload names the queues given work since the last NOTIFY.
-                let now = *outbox.borrow_and_update();
-                let queues: Vec<&str> = now.changed_since(&told).iter().map(|q| q.as_str()).collect();
-                told = now;
-                if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)").bind(WORK_CHANNEL).bind(queues.join(",")).execute(&store.pool).await {
-                    tracing::warn!(%error, "could not NOTIFY other processes of work");
-                }
+                pending = true;
             }
             received = listener.try_recv() => match received {
                 Ok(Some(notification)) => store.work.send_modify(|signal| {

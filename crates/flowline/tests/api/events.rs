@@ -395,3 +395,72 @@ api_test! {
         assert!(uncapped >= 50, "only {uncapped} steps of the busy workspace ended first");
     }
 }
+
+api_test! {
+    async fn wake_ups_start_new_steps_and_due_retries_without_the_slow_poll(app: TestApp) {
+        // Workers whose safety-net poll is an hour away: only wake-ups can start their steps.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let store: std::sync::Arc<dyn flowline_store::Store> = match &app.pg_url {
+            // On PostgreSQL, over a pool of their own as in another process: this process tells
+            // them of its work by NOTIFY, through its relay.
+            Some(url) => {
+                let relay = app.store.clone();
+                let stopped = stopped.clone();
+                tokio::spawn(async move { relay.relay_wakeups(stopped).await });
+                let settings = flowline_store_postgres::PgSettings::new(url.clone());
+                std::sync::Arc::new(flowline_store_postgres::PgStore::connect(&settings).await.unwrap())
+            }
+            // On SQLite, the process's own signal.
+            None => app.store.clone(),
+        };
+        let engine = flowline_engine::Engine::new(
+            store,
+            flowline_engine::EngineConfig { poll_interval: Duration::from_secs(3600), ..app.config.clone() },
+        );
+        let workers = engine.spawn_workers(stopped);
+        let mut all = Stream::open(&app, &app.owner, "", None).await.unwrap();
+
+        // A new run's steps.
+        let flow = two_step_flow(&app).await;
+        let run = start(&app, &flow).await;
+        tokio::time::timeout(Duration::from_secs(20), all.until_completed(&run))
+            .await
+            .expect("the run's steps were woken for, not left to the hourly poll");
+
+        // A retry put off for 300 ms runs when it comes due.
+        let peer = crate::fake::FakeHttp::start().await;
+        peer.answer([
+            crate::fake::json_answer(500, json!({"error": "busy"})),
+            crate::fake::json_answer(200, json!({"ok": true})),
+        ]);
+        let flow = app
+            .post("/api/flows", &app.owner, json!({"name": "retry", "graph": {"nodes": [{"id": "n", "position": {"x": 0, "y": 0}}], "edges": []}}))
+            .await
+            .expect(201);
+        let flow = flow["id"].as_str().unwrap().to_owned();
+        app.post(&format!("/api/actions/flows/{flow}"), &app.owner,
+            json!({"nodeId": "n", "actionType": "run_api_request", "actionConfig": {"url": format!("{}/price", peer.url)},
+                "retry": {"maxAttempts": 2, "initialDelayMs": 300, "jitter": false}}))
+            .await
+            .expect(201);
+        app.post(&format!("/api/flows/{flow}/publish"), &app.owner, json!({})).await.expect(200);
+        let run = start(&app, &flow).await;
+        tokio::time::timeout(Duration::from_secs(20), all.until_completed(&run))
+            .await
+            .expect("the retry was woken for when it came due, not left to the hourly poll");
+        stop.send(true).unwrap();
+        for worker in workers {
+            worker.await.unwrap();
+        }
+
+        let detail = app.get(&format!("/api/executions/{run}"), &app.owner).await.expect(200);
+        let attempts = detail["steps"][0]["attempts"].as_array().unwrap().clone();
+        assert_eq!(attempts.len(), 2, "{detail}");
+        assert_eq!(attempts[0]["outcome"], "failed", "{detail}");
+        assert_eq!(attempts[1]["outcome"], "completed", "{detail}");
+        let time = |v: &Value| v.as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+        let waited = time(&attempts[1]["startedAt"]) - time(&attempts[0]["finishedAt"]);
+        assert!(waited >= chrono::Duration::milliseconds(200), "the retry waited {waited}");
+        assert_eq!(peer.received().len(), 2);
+    }
+}
