@@ -197,9 +197,11 @@ async fn queue_loop(
     // While busy, claim only once a quarter of the slots is free: claims of one step at a time
     // would always take the oldest step, whichever workspace it is, and undo the fair ranking.
     let refill = (limit / 4).max(1);
-    // Whether the queue may hold due steps not claimed yet: after a full claim, a signal for
-    // this queue, or the slow poll. A claim that came back short clears it, so steps ending
-    // with nothing queued, and work for other queues, do not send this loop to claim in vain.
+    // Whether the queue may hold due steps not claimed yet: after a claim that took any, a
+    // signal for this queue, or the slow poll. A claim that came back empty clears it, so steps
+    // ending with nothing queued, and work for other queues, do not send this loop to claim in
+    // vain. A short claim does not: with many workspaces a claim takes each one's share, and a
+    // busy workspace's steps beyond its share wait for the next claim, not for the poll.
     let mut more = true;
     let mut seen = work.borrow_and_update().of(queue);
     // The slow poll keeps its own time, so a busy loop's other wake-ups do not put it off: a
@@ -220,7 +222,7 @@ async fn queue_loop(
                 .store
                 .claim_steps(&claim_params(&engine, queue, batch))
                 .await;
-            more = claimed.as_ref().map_or(true, |c| c.len() as u32 >= batch);
+            more = claimed.as_ref().map_or(true, |c| !c.is_empty());
             match claimed {
                 Ok(claimed) if !claimed.is_empty() => {
                     for step in claimed {

@@ -464,3 +464,51 @@ api_test! {
         assert_eq!(peer.received().len(), 2);
     }
 }
+
+api_test! {
+    async fn a_busy_workspace_beside_nine_quiet_ones_is_claimed_past_its_share(app: TestApp) {
+        // 300 single-step runs in this workspace and one in each of nine others, all queued
+        // before the workers start. With ten workspaces due, a claim of 50 offers each its share
+        // and comes back short; the busy workspace's other steps must be claimed next, not at the
+        // slow poll, an hour away here.
+        let busy = chain(&app, &app.owner, 1).await;
+        let mut quiet = Vec::new();
+        for _ in 0..9 {
+            let (_, token) = app.other_workspace().await;
+            let flow = chain(&app, &token, 1).await;
+            quiet.push((flow, token));
+        }
+        for _ in 0..300 {
+            start(&app, &busy).await;
+        }
+        for (flow, token) in &quiet {
+            start_as(&app, flow, token).await;
+        }
+        let mut all = Stream::open(&app, &app.owner, "", None).await.unwrap();
+        let mut config = flowline_engine::EngineConfig {
+            poll_interval: Duration::from_secs(3600),
+            ..app.config.clone()
+        };
+        config.concurrency.insert(flowline_core::status::Queue::Basic, 50);
+        let engine = flowline_engine::Engine::new(app.store.clone(), config);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let workers = engine.spawn_workers(stopped);
+        let mut completed = 0;
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while completed < 300 {
+                if let Frame::Event { data, .. } = all.frame().await
+                    && data["type"] == "execution.status"
+                    && data["status"] == "completed"
+                {
+                    completed += 1;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("only {completed} of the busy workspace's 300 runs completed"));
+        stop.send(true).unwrap();
+        for worker in workers {
+            worker.await.unwrap();
+        }
+    }
+}
