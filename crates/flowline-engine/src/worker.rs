@@ -315,9 +315,23 @@ async fn heartbeat_loop(
     mut drained: watch::Receiver<bool>,
 ) {
     let every = engine.config.lease / 3;
+    let mut next = tokio::time::Instant::now() + every;
+    // A cancelled run's running step is stopped at once: a cancel anywhere brings the next
+    // round forward (other work signals do not, nor do they put the regular rounds off).
+    let mut work = engine.store.subscribe_work();
+    let mut cancels = work.borrow_and_update().cancels();
+    let mut signalled = true;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep_until(next) => next = tokio::time::Instant::now() + every,
+            changed = work.changed(), if signalled => {
+                signalled = changed.is_ok();
+                let now = work.borrow_and_update().cancels();
+                if now == cancels {
+                    continue;
+                }
+                cancels = now;
+            }
             _ = stopping(&mut drained) => break,
         }
         let held: Vec<(StepId, Uuid)> = match in_flight.lock() {
@@ -327,6 +341,9 @@ async fn heartbeat_loop(
                 .collect(),
             Err(_) => continue,
         };
+        if held.is_empty() {
+            continue;
+        }
         let lost = match engine
             .store
             .heartbeat_steps(&held, engine.config.lease)

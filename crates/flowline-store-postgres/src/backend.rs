@@ -90,6 +90,9 @@ const STATEMENT_CACHE: usize = 512;
 /// The channel processes tell each other of new work on.
 const WORK_CHANNEL: &str = "flowline_work";
 
+/// A NOTIFY payload's word for cancelled runs, beside the queues' names.
+const CANCEL: &str = "cancel";
+
 /// The URL's options. Connections name this process (`flowline-<pid>`) in `pg_stat_activity`
 /// unless the URL names an `application_name` itself, and run without JIT compilation:
 /// Flowline's statements are short, and a claim whose estimated cost crosses `jit_above_cost` (a
@@ -155,8 +158,8 @@ impl PgStore {
     /// Marks that other processes should hear of new work; `relay_wakeups` sends one NOTIFY
     /// for however many marks piled up meanwhile, outside the enqueuing transactions, so no
     /// step's commit waits on NOTIFY's global lock.
-    pub(crate) fn signal_other_processes(&self, queue: Option<Queue>) {
-        self.outbox.send_modify(|signal| signal.bump(queue));
+    pub(crate) fn signal_other_processes(&self, bump: impl FnOnce(&mut WorkSignal)) {
+        self.outbox.send_modify(bump);
     }
 
     /// Records a step's end through the finisher's next group commit.
@@ -381,13 +384,17 @@ pub(crate) async fn relay_wakeups(store: &PgStore, mut shutdown: watch::Receiver
     let mut pending = *outbox.borrow_and_update() != told;
     loop {
         if pending {
-            // The payload names the queues given work since the last NOTIFY.
+            // The payload names the queues given work since the last NOTIFY, and `cancel` when
+            // runs were cancelled.
             let now = *outbox.borrow_and_update();
-            let queues: Vec<&str> = now
+            let mut queues: Vec<&str> = now
                 .changed_since(&told)
                 .iter()
                 .map(|q| q.as_str())
                 .collect();
+            if now.cancels() != told.cancels() {
+                queues.push(CANCEL);
+            }
             told = now;
             pending = false;
             if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
@@ -409,12 +416,17 @@ pub(crate) async fn relay_wakeups(store: &PgStore, mut shutdown: watch::Receiver
             }
             received = listener.try_recv() => match received {
                 Ok(Some(notification)) => store.work.send_modify(|signal| {
-                    let named: Vec<Queue> = notification.payload().split(',').filter_map(|q| q.parse().ok()).collect();
-                    if named.is_empty() {
+                    let payload = notification.payload();
+                    let named: Vec<Queue> = payload.split(',').filter_map(|q| q.parse().ok()).collect();
+                    let cancels = payload.split(',').any(|q| q == CANCEL);
+                    if named.is_empty() && !cancels {
                         signal.bump(None);
                     }
                     for queue in named {
                         signal.bump(Some(queue));
+                    }
+                    if cancels {
+                        signal.bump_cancels();
                     }
                 }),
                 // The connection dropped; try_recv reconnects on the next call. Wake workers in

@@ -16,7 +16,6 @@ use flowline_store::{StoreError, StoreResult};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, QueryBuilder, SqlitePool};
 
-use flowline_core::status::Queue;
 use flowline_store::execution::{ClaimParams, ClaimedStep, FinishOutcome, FinishStep, WorkSignal};
 
 use crate::writer::{Job, gone};
@@ -274,7 +273,7 @@ impl SqliteStore {
     }
 
     /// One process owns a SQLite file: there is nobody else to tell.
-    pub(crate) fn signal_other_processes(&self, _queue: Option<Queue>) {}
+    pub(crate) fn signal_other_processes(&self, _bump: impl FnOnce(&mut WorkSignal)) {}
 
     pub(crate) async fn begin(&self, access: Access) -> StoreResult<Tx<'static>> {
         match access {

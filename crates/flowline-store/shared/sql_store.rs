@@ -101,13 +101,19 @@ pub(crate) fn snapshot<T: Serialize>(value: &T) -> Option<serde_json::Value> {
 }
 
 impl StoreImpl {
-    /// Tells idle workers that a queue has work: this process's at once, other processes'
-    /// through the backend (PostgreSQL NOTIFY, coalesced).
-    /// Tells this process's idle workers, and other processes', of work for `queue` (every
-    /// queue when `None`).
+    /// Tells this process's idle workers of work for `queue` (every queue when `None`) at once,
+    /// and other processes' through the backend (PostgreSQL NOTIFY, coalesced).
     pub(crate) fn notify_work(&self, queue: Option<Queue>) {
-        self.work_signal().send_modify(|signal| signal.bump(queue));
-        self.signal_other_processes(queue);
+        let bump = |signal: &mut WorkSignal| signal.bump(queue);
+        self.work_signal().send_modify(bump);
+        self.signal_other_processes(bump);
+    }
+
+    /// Tells this process's workers, and other processes', that a run was cancelled: a step of
+    /// it they are running stops now.
+    pub(crate) fn notify_cancel(&self) {
+        self.work_signal().send_modify(WorkSignal::bump_cancels);
+        self.signal_other_processes(WorkSignal::bump_cancels);
     }
 
     pub(crate) async fn scoped(
@@ -1886,6 +1892,7 @@ impl Store for StoreImpl {
         let mut tx = self.scoped(workspace, Access::Write).await?;
         let execution = sql_execution::cancel_execution(&mut tx, workspace, actor, id).await?;
         commit(tx).await?;
+        self.notify_cancel();
         Ok(execution)
     }
 

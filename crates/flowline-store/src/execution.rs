@@ -417,9 +417,10 @@ pub enum FinishOutcome {
 
 /// Which queues were given work: a counter per queue that moves whenever a step is queued or
 /// returned to it. A worker compares its queue's counter before and after a wake-up, so work for
-/// another queue does not send it to claim in vain.
+/// another queue does not send it to claim in vain. A fourth counter moves when a run is
+/// cancelled, so workers stop its running step at once rather than at their next heartbeat.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WorkSignal([u64; 3]);
+pub struct WorkSignal([u64; 4]);
 
 impl WorkSignal {
     fn lane(queue: flowline_core::status::Queue) -> usize {
@@ -458,6 +459,16 @@ impl WorkSignal {
             .copied()
             .filter(|&queue| self.of(queue) != earlier.of(queue))
             .collect()
+    }
+
+    /// The counter of cancelled runs.
+    pub fn cancels(&self) -> u64 {
+        self.0[3]
+    }
+
+    /// Records that a run was cancelled.
+    pub fn bump_cancels(&mut self) {
+        self.0[3] = self.0[3].wrapping_add(1);
     }
 }
 

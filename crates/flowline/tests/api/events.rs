@@ -512,3 +512,82 @@ api_test! {
         }
     }
 }
+
+api_test! {
+    async fn a_cancel_stops_the_running_step_at_once_not_at_the_next_heartbeat(app: TestApp) {
+        // A peer that takes a request and never answers.
+        let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/slow", peer.local_addr().unwrap());
+        let (reached, mut arrived) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            let (mut socket, _) = peer.accept().await.unwrap();
+            let _ = reached.send(()).await;
+            // Held until the caller gives up: a read of 0 bytes (or an error) is its hang-up.
+            let mut buffer = vec![0u8; 65536];
+            loop {
+                match tokio::io::AsyncReadExt::read(&mut socket, &mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            let _ = reached.send(()).await;
+        });
+        // Workers whose heartbeat comes every twenty minutes (a lease of an hour); on PostgreSQL
+        // over a pool of their own, as in another process, told of the cancel by NOTIFY.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let store: std::sync::Arc<dyn flowline_store::Store> = match &app.pg_url {
+            Some(url) => {
+                let relay = app.store.clone();
+                let stopped = stopped.clone();
+                tokio::spawn(async move { relay.relay_wakeups(stopped).await });
+                let settings = flowline_store_postgres::PgSettings::new(url.clone());
+                std::sync::Arc::new(flowline_store_postgres::PgStore::connect(&settings).await.unwrap())
+            }
+            None => app.store.clone(),
+        };
+        let engine = flowline_engine::Engine::new(
+            store,
+            flowline_engine::EngineConfig { lease: Duration::from_secs(3600), ..app.config.clone() },
+        );
+        let workers = engine.spawn_workers(stopped);
+        let flow = app
+            .post("/api/flows", &app.owner, json!({"name": "slow", "graph": {"nodes": [{"id": "n", "position": {"x": 0, "y": 0}}], "edges": []}}))
+            .await
+            .expect(201);
+        let flow = flow["id"].as_str().unwrap().to_owned();
+        app.post(&format!("/api/actions/flows/{flow}"), &app.owner,
+            json!({"nodeId": "n", "actionType": "run_api_request", "actionConfig": {"url": url}, "timeoutMs": 3_600_000}))
+            .await
+            .expect(201);
+        app.post(&format!("/api/flows/{flow}/publish"), &app.owner, json!({})).await.expect(200);
+        let mut all = Stream::open(&app, &app.owner, "", None).await.unwrap();
+        let run = start(&app, &flow).await;
+        arrived.recv().await.unwrap();
+        // The step is running, its request in flight.
+        app.post(&format!("/api/executions/{run}/cancel"), &app.owner, json!({})).await.expect(200);
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                if let Frame::Event { data, .. } = all.frame().await
+                    && data["type"] == "step.status"
+                    && data["executionId"] == run.as_str()
+                    && data["status"] == "cancelled"
+                {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("the running step was stopped when its run was cancelled");
+        tokio::time::timeout(Duration::from_secs(20), arrived.recv())
+            .await
+            .expect("the step's request was abandoned");
+        stop.send(true).unwrap();
+        for worker in workers {
+            worker.await.unwrap();
+        }
+        let detail = app.get(&format!("/api/executions/{run}"), &app.owner).await.expect(200);
+        assert_eq!(detail["status"], "cancelled", "{detail}");
+        assert_eq!(detail["steps"][0]["status"], "cancelled", "{detail}");
+        assert_eq!(detail["steps"][0]["attempts"].as_array().unwrap().len(), 1, "{detail}");
+    }
+}
