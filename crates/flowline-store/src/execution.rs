@@ -276,9 +276,11 @@ pub struct ClaimParams {
     pub owner: String,
     /// How long the lease lasts unless renewed.
     pub lease: std::time::Duration,
-    /// Each workspace's smallest share of a claim: every workspace with due steps offers its
-    /// oldest `max(per_workspace_limit, limit / workspaces with due steps)`, and the claim takes
-    /// them round-robin across workspaces (every workspace's oldest first, then the second …).
+    /// Each workspace's smallest share of a claim: every workspace with due steps offers at
+    /// least its oldest `per_workspace_limit`, and more when few workspaces share the claim
+    /// (SQLite: twice `limit / workspaces`, PostgreSQL: four times, for the steps other processes
+    /// hold); the claim takes them round-robin across workspaces (every workspace's oldest first,
+    /// then the second …).
     pub per_workspace_limit: u32,
 }
 

@@ -698,3 +698,81 @@ api_test! {
         assert_eq!(app.audit_count().await, before, "nothing was written");
     }
 }
+
+api_test! {
+    async fn a_stale_worker_cannot_open_or_end_an_internal_step_whose_lease_was_taken(app: TestApp) {
+        use flowline_store::execution::{ClaimParams, FinishOutcome, FinishStep, Next, StepResult};
+        let ada = contact(&app, "Ada", "ada@example.com").await;
+        let flow = app
+            .post("/api/flows", &app.owner, json!({"name": "stale", "graph": {"nodes": [node("start")], "edges": []}}))
+            .await
+            .expect(201);
+        let flow = flow["id"].as_str().unwrap().to_owned();
+        app.post(&format!("/api/actions/flows/{flow}"), &app.owner,
+            json!({"nodeId": "start", "actionType": "add_tag", "actionConfig": {"tagName": "stale"}, "retry": {"maxAttempts": 3}}))
+            .await
+            .expect(201);
+        app.post(&format!("/api/flows/{flow}/publish"), &app.owner, json!({})).await.expect(200);
+        let run = app
+            .post(&format!("/api/flows/{flow}/executions"), &app.owner, json!({"contactId": ada}))
+            .await
+            .expect(202);
+        let run = run["id"].as_str().unwrap().to_owned();
+        // Worker A claims the step and stalls past its lease; the rescuer gives it back to the
+        // queue and worker B (the engine) runs it.
+        let claimed = app
+            .store
+            .claim_steps(&ClaimParams {
+                queue: flowline_core::status::Queue::Basic,
+                limit: 10,
+                owner: "worker-a".into(),
+                lease: std::time::Duration::ZERO,
+                per_workspace_limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        let stale = &claimed[0];
+        assert_eq!(app.store.rescue_expired(100).await.unwrap(), 1);
+        app.engine.drain().await.unwrap();
+        let done = app.get(&format!("/api/executions/{run}"), &app.owner).await.expect(200);
+        assert_eq!(done["status"], "completed", "{done}");
+        let outcomes: Vec<&str> = done["steps"][0]["attempts"].as_array().unwrap().iter()
+            .map(|a| a["outcome"].as_str().unwrap()).collect();
+        assert_eq!(outcomes, vec!["worker_lost", "completed"]);
+
+        // A wakes: its token no longer opens the step's transaction ...
+        let planner: std::sync::Arc<dyn flowline_store::crm::RunPlanner> = app.engine.clone();
+        let begun = app
+            .store
+            .begin_step(app.workspace, stale.execution_id, stale.id, stale.lease_token, &planner)
+            .await
+            .unwrap();
+        assert!(begun.is_none(), "a stale lease token opened the step's transaction");
+        // ... nor ends the step, nor writes what it would have.
+        let outcome = app
+            .store
+            .finish_step(FinishStep {
+                workspace_id: app.workspace,
+                execution_id: stale.execution_id,
+                step_id: stale.id,
+                lease_token: stale.lease_token,
+                input: None,
+                result: StepResult::Completed {
+                    output: json!({"from": "worker-a"}),
+                    variables: Vec::new(),
+                    next: Next::Complete,
+                },
+                hand_on: None,
+            })
+            .await
+            .unwrap();
+        assert!(matches!(outcome, FinishOutcome::LeaseLost), "{outcome:?}");
+        let after = app.get(&format!("/api/executions/{run}"), &app.owner).await.expect(200);
+        assert_eq!(after["steps"], done["steps"]);
+        let ada = detail(&app, &ada).await;
+        let tags: Vec<&str> = ada["tags"].as_array().unwrap().iter()
+            .map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(tags, vec!["stale"]);
+    }
+}
