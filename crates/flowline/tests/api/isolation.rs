@@ -1,6 +1,6 @@
 //! Another workspace's ids answer 404 exactly like missing ones, on every resource.
 
-use flowline_core::id::{ActionId, FlowId, MemberId, TokenId};
+use flowline_core::id::{ActionId, ExecutionId, FlowId, MemberId, TokenId};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -13,6 +13,13 @@ api_test! {
         let me = app.get("/api/me", &app.owner).await.expect(200);
         let member = me["memberId"].as_str().unwrap().to_owned();
         let token = me["tokenId"].as_str().unwrap().to_owned();
+        // A published flow with a run waiting in the queue.
+        let live = app.flow(&app.owner).await;
+        app.tag_action(&live, "start", "x").await;
+        app.post(&format!("/api/flows/{live}/publish"), &app.owner, json!({})).await.expect(200);
+        let run = app.post(&format!("/api/flows/{live}/executions"), &app.owner, json!({})).await.expect(202);
+        let run = run["id"].as_str().unwrap().to_owned();
+        let missing_run = ExecutionId::new().to_string();
         let (_, other) = app.other_workspace().await;
         let missing_flow = FlowId::new().to_string();
         let missing_action = ActionId::new().to_string();
@@ -43,6 +50,12 @@ api_test! {
             (Method::PUT, format!("/api/members/{member}"), format!("/api/members/{missing_member}"), Some(update.clone())),
             (Method::DELETE, format!("/api/members/{member}"), format!("/api/members/{missing_member}"), None),
             (Method::DELETE, format!("/api/tokens/{token}"), format!("/api/tokens/{missing_token}"), None),
+            (Method::POST, format!("/api/flows/{flow}/publish"), format!("/api/flows/{missing_flow}/publish"), Some(json!({}))),
+            (Method::POST, format!("/api/flows/{live}/executions"), format!("/api/flows/{missing_flow}/executions"), Some(json!({}))),
+            (Method::GET, format!("/api/flows/{live}/executions"), format!("/api/flows/{missing_flow}/executions"), None),
+            (Method::GET, format!("/api/executions/{run}"), format!("/api/executions/{missing_run}"), None),
+            (Method::POST, format!("/api/executions/{run}/cancel"), format!("/api/executions/{missing_run}/cancel"), Some(json!({}))),
+            (Method::POST, format!("/api/executions/{run}/retry"), format!("/api/executions/{missing_run}/retry"), Some(json!({}))),
         ];
         for (method, foreign, missing, body) in cases {
             let a = app.call(method.clone(), &foreign, &other, body.clone()).await;
@@ -56,11 +69,16 @@ api_test! {
         assert_eq!(kept["name"], "Welcome");
         let actions = app.get(&format!("/api/actions/flows/{flow}"), &app.owner).await.expect(200);
         assert_eq!(actions["items"].as_array().unwrap().len(), 1);
+        assert_eq!(kept["status"], "draft");
+        let waiting = app.get(&format!("/api/executions/{run}"), &app.owner).await.expect(200);
+        assert_eq!(waiting["status"], "pending", "{waiting}");
+        let runs = app.get(&format!("/api/flows/{live}/executions"), &app.owner).await.expect(200);
+        assert_eq!(runs["items"].as_array().unwrap().len(), 1, "{runs}");
         let lists = ["/api/flows", "/api/members", "/api/tokens", "/api/audit"];
         for path in lists {
             let page = app.get(path, &other).await.expect(200);
             let text = page.to_string();
-            assert!(!text.contains(&flow) && !text.contains(&member) && !text.contains(&action), "{path} leaked");
+            assert!(!text.contains(&flow) && !text.contains(&member) && !text.contains(&action) && !text.contains(&run), "{path} leaked");
         }
     }
 }
