@@ -191,7 +191,7 @@ api_test! {
         app.put(&format!("/api/flows/{active}"), &app.owner, json!({"status": "archived"})).await.expect(200);
         app.post(&format!("/api/flows/{active}/executions"), &app.owner, json!({})).await.problem(409, "conflict");
         app.post(&format!("/api/flows/{active}/publish"), &app.owner, json!({})).await.problem(409, "conflict");
-        // Runs stay on the version they started on.
+        // Another workspace's token does not see the run.
         let (_, other) = app.other_workspace().await;
         app.get(&format!("/api/executions/{}", accepted["id"].as_str().unwrap()), &other).await.problem(404, "not_found");
     }
@@ -358,5 +358,68 @@ api_test! {
         app.post(&format!("/api/executions/{id}/retry"), &app.owner, json!({})).await.problem(409, "conflict");
         let audit = app.get(&format!("/api/audit?entityType=execution&entityId={id}"), &app.owner).await.expect(200);
         assert_eq!(audit["items"][0]["action"], "execution.cancel");
+    }
+}
+
+api_test! {
+    async fn actions_run_by_position_disabled_ones_are_skipped_and_runs_keep_their_version(app: TestApp) {
+        let flow = app
+            .post("/api/flows", &app.owner, json!({"name": "order", "graph": {"nodes": [node("start")], "edges": []}}))
+            .await
+            .expect(201);
+        let flow = flow["id"].as_str().unwrap().to_owned();
+        let add = |body: Value| {
+            let app = &app;
+            let flow = flow.clone();
+            async move {
+                let action = app.post(&format!("/api/actions/flows/{flow}"), &app.owner, body).await.expect(201);
+                action["id"].as_str().unwrap().to_owned()
+            }
+        };
+        // Created second, placed first: a later action reads what it set (strict templates
+        // would fail the run the other way round).
+        add(json!({"nodeId": "start", "actionType": "set_variable", "actionConfig": set("trail", "string", json!("{{ vars.trail }}-x"))})).await;
+        add(json!({"nodeId": "start", "actionType": "set_variable", "position": 0, "actionConfig": set("trail", "string", json!("y"))})).await;
+        let off = add(json!({"nodeId": "start", "actionType": "set_variable", "enabled": false,
+            "actionConfig": set("trail", "string", json!("{{ vars.trail }}-z"))})).await;
+        let first = app.post(&format!("/api/flows/{flow}/publish"), &app.owner, json!({})).await.expect(200);
+        assert_eq!(first["version"], 1);
+        let old = start(&app, &flow, json!({})).await;
+
+        // Enabled and published again: version 2. The run started on version 1 stays on it.
+        app.put(&format!("/api/actions/flows/{flow}/actions/{off}"), &app.owner, json!({"enabled": true})).await.expect(200);
+        let second = app.post(&format!("/api/flows/{flow}/publish"), &app.owner, json!({})).await.expect(200);
+        assert_eq!(second["version"], 2);
+        assert_eq!(second["status"], "active");
+        let new = start(&app, &flow, json!({})).await;
+        app.engine.drain().await.unwrap();
+
+        let old = execution(&app, &old).await;
+        assert_eq!(old["status"], "completed", "{old}");
+        assert_eq!(old["flowVersion"], 1);
+        assert_eq!(old["steps"].as_array().unwrap().len(), 2, "{old}");
+        assert_eq!(variable(&old, "trail")["value"], "y-x");
+        let new = execution(&app, &new).await;
+        assert_eq!(new["status"], "completed", "{new}");
+        assert_eq!(new["flowVersion"], 2);
+        assert_eq!(new["steps"].as_array().unwrap().len(), 3, "{new}");
+        assert_eq!(variable(&new, "trail")["value"], "y-x-z");
+    }
+}
+
+api_test! {
+    async fn a_finished_run_cannot_be_cancelled_nor_a_completed_one_retried(app: TestApp) {
+        let flow = published(&app, json!({"nodes": [node("start")]}), vec![
+            ("start", "set_variable", set("n", "number", json!(1)), json!({})),
+        ]).await;
+        let run = start(&app, &flow, json!({})).await;
+        app.engine.drain().await.unwrap();
+        assert_eq!(execution(&app, &run).await["status"], "completed");
+        let refused = app.post(&format!("/api/executions/{run}/cancel"), &app.owner, json!({})).await.problem(409, "conflict");
+        assert!(refused["detail"].as_str().unwrap().contains("completed"), "{refused}");
+        app.post(&format!("/api/executions/{run}/retry"), &app.owner, json!({})).await.problem(409, "conflict");
+        let after = execution(&app, &run).await;
+        assert_eq!(after["status"], "completed");
+        assert_eq!(after["steps"].as_array().unwrap().len(), 1);
     }
 }
