@@ -423,3 +423,83 @@ api_test! {
         assert_eq!(after["steps"].as_array().unwrap().len(), 1);
     }
 }
+
+/// A peer that holds every request until the test lets one go, counting those it holds.
+struct Held {
+    total: std::sync::atomic::AtomicUsize,
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    release: tokio::sync::Semaphore,
+    arrived: tokio::sync::Notify,
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        Self {
+            total: Default::default(),
+            now: Default::default(),
+            most: Default::default(),
+            release: tokio::sync::Semaphore::new(0),
+            arrived: Default::default(),
+        }
+    }
+}
+
+api_test! {
+    async fn a_queue_runs_no_more_steps_at_once_than_its_limit(app: TestApp) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let held = Arc::new(Held::default());
+        let peer = {
+            let held = held.clone();
+            axum::Router::new().fallback(move || {
+                let held = held.clone();
+                async move {
+                    let now = held.now.fetch_add(1, SeqCst) + 1;
+                    held.most.fetch_max(now, SeqCst);
+                    held.total.fetch_add(1, SeqCst);
+                    held.arrived.notify_one();
+                    held.release.acquire().await.unwrap().forget();
+                    held.now.fetch_sub(1, SeqCst);
+                    "{}"
+                }
+            })
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hold", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, peer).await });
+        let flow = published(&app, json!({"nodes": [node("start")]}), vec![
+            ("start", "run_api_request", json!({"url": url}), json!({})),
+        ]).await;
+        // The advanced queue runs two steps at once in this process.
+        let mut config = app.config.clone();
+        config.concurrency.insert(flowline_core::status::Queue::Advanced, 2);
+        let engine = Engine::new(app.store.clone(), config);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let workers = engine.spawn_workers(stopped);
+        let mut runs = Vec::new();
+        for _ in 0..6 {
+            runs.push(start(&app, &flow, json!({})).await);
+        }
+        // Each time two more have come than were let go, one is let go: a third held at once
+        // would be counted.
+        for released in 0..6 {
+            let expected = (released + 2).min(6);
+            tokio::time::timeout(std::time::Duration::from_secs(20), async {
+                while held.total.load(SeqCst) < expected {
+                    held.arrived.notified().await;
+                }
+            })
+            .await
+            .expect("the queue's steps reached the peer");
+            held.release.add_permits(1);
+        }
+        stop.send(true).unwrap();
+        for worker in workers {
+            worker.await.unwrap();
+        }
+        assert_eq!(held.most.load(SeqCst), 2, "steps held at once");
+        for run in &runs {
+            assert_eq!(execution(&app, run).await["status"], "completed");
+        }
+    }
+}
