@@ -196,63 +196,283 @@ fn serve_in(dir: &Path) -> (Proc, String, Option<String>) {
         .current_dir(dir)
         .env_remove("DATABASE_URL")
         .env_remove("FLOWLINE_DATA_DIR")
+        .env("FLOWLINE_LEASE_MS", "1000")
         .env("FLOWLINE_LOG", "warn");
     serve(command)
 }
 
+/// Sends `body` to `path` as `token` and returns the answer's status and JSON, or `None` when
+/// the server could not be reached.
+async fn call(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Option<(u16, serde_json::Value)> {
+    let mut request = client
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.ok()?;
+    let status = response.status().as_u16();
+    let body = response.json().await.ok()?;
+    Some((status, body))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_loses_nothing_it_acknowledged_when_killed_mid_write() {
+    use reqwest::Method;
     let dir = tempfile::tempdir().unwrap();
     let (mut server, base, token) = serve_in(dir.path());
     let token = token.unwrap();
     let client = reqwest::Client::new();
-    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel();
+    // A flow of three steps, each setting a variable.
+    let (_, flow) = call(&client, &base, &token, Method::POST, "/api/flows",
+        Some(json!({"name": "chain", "graph": {"nodes": [{"id": "n", "position": {"x": 0, "y": 0}}], "edges": []}})))
+        .await
+        .unwrap();
+    let flow = flow["id"].as_str().unwrap().to_owned();
+    for i in 0..3 {
+        let (status, _) = call(&client, &base, &token, Method::POST, &format!("/api/actions/flows/{flow}"),
+            Some(json!({"nodeId": "n", "actionType": "set_variable",
+                "actionConfig": {"name": format!("v{i}"), "type": "number", "value": format!("{{{{ trigger.run * 10 + {i} }}}}")}})))
+            .await
+            .unwrap();
+        assert_eq!(status, 201);
+    }
+    let (status, _) = call(
+        &client,
+        &base,
+        &token,
+        Method::POST,
+        &format!("/api/flows/{flow}/publish"),
+        Some(json!({})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+
+    // Four writers create flows (each through the pool of ordinary connections) and two start
+    // runs (queued by the engine's writer, their steps ended by its group commits), while a
+    // reader records the runs it sees completed, until the server is killed.
+    let (flows_tx, mut flows_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (runs_tx, mut runs_rx) = tokio::sync::mpsc::unbounded_channel::<(String, i64)>();
+    let started = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, i64)>::new()));
     let mut writers = Vec::new();
-    for writer in 0..4 {
-        let (client, base, token, acked) = (
-            client.clone(),
-            base.clone(),
-            token.clone(),
-            acked_tx.clone(),
-        );
+    for writer in 0..6 {
+        let (client, base, token, flow) =
+            (client.clone(), base.clone(), token.clone(), flow.clone());
+        let (flows, runs, started) = (flows_tx.clone(), runs_tx.clone(), started.clone());
         writers.push(tokio::spawn(async move {
             for i in 0.. {
-                let sent = client
-                    .post(format!("{base}/api/flows"))
-                    .bearer_auth(&token)
-                    .json(&json!({"name": format!("w{writer} #{i}")}))
-                    .send()
-                    .await;
-                match sent {
-                    Ok(response) if response.status() == 201 => {
-                        let body: serde_json::Value = response.json().await.unwrap();
-                        let _ = acked.send(body["id"].as_str().unwrap().to_owned());
+                if writer < 4 {
+                    match call(
+                        &client,
+                        &base,
+                        &token,
+                        Method::POST,
+                        "/api/flows",
+                        Some(json!({"name": format!("w{writer} #{i}")})),
+                    )
+                    .await
+                    {
+                        Some((201, body)) => {
+                            let _ = flows.send(body["id"].as_str().unwrap().to_owned());
+                        }
+                        _ => break,
                     }
-                    _ => break,
+                } else {
+                    let run = i64::from(writer) * 100_000 + i;
+                    match call(
+                        &client,
+                        &base,
+                        &token,
+                        Method::POST,
+                        &format!("/api/flows/{flow}/executions"),
+                        Some(json!({"input": {"run": run}})),
+                    )
+                    .await
+                    {
+                        Some((202, body)) => {
+                            let id = body["id"].as_str().unwrap().to_owned();
+                            started.lock().unwrap().push((id.clone(), run));
+                            let _ = runs.send((id, run));
+                        }
+                        _ => break,
+                    }
                 }
             }
         }));
     }
-    drop(acked_tx);
+    drop((flows_tx, runs_tx));
+    let (seen_tx, mut seen_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(String, serde_json::Value)>();
+    let reader = {
+        let (client, base, token, started) =
+            (client.clone(), base.clone(), token.clone(), started.clone());
+        tokio::spawn(async move {
+            let mut next = 0;
+            loop {
+                let Some((id, _)) = ({
+                    let started = started.lock().unwrap();
+                    (!started.is_empty()).then(|| started[next % started.len()].clone())
+                }) else {
+                    tokio::task::yield_now().await;
+                    continue;
+                };
+                next += 1;
+                match call(
+                    &client,
+                    &base,
+                    &token,
+                    Method::GET,
+                    &format!("/api/executions/{id}"),
+                    None,
+                )
+                .await
+                {
+                    Some((200, run)) if run["status"] == "completed" => {
+                        let _ = seen_tx.send((id, run));
+                    }
+                    Some((200, _)) => {}
+                    _ => break,
+                }
+            }
+        })
+    };
     let mut acknowledged = Vec::new();
     while acknowledged.len() < 300 {
-        acknowledged.push(acked_rx.recv().await.expect("acknowledgements"));
+        acknowledged.push(flows_rx.recv().await.expect("acknowledged flows"));
+    }
+    let mut seen_completed = std::collections::HashMap::new();
+    while seen_completed.len() < 20 {
+        let (id, run) = seen_rx.recv().await.expect("runs seen completed");
+        seen_completed.insert(id, run);
     }
     let _ = server.signal("-KILL");
     for writer in writers {
         writer.await.unwrap();
     }
-    while let Some(id) = acked_rx.recv().await {
+    reader.await.unwrap();
+    while let Some(id) = flows_rx.recv().await {
         acknowledged.push(id);
     }
+    let mut runs = Vec::new();
+    while let Some(run) = runs_rx.recv().await {
+        runs.push(run);
+    }
+    while let Some((id, run)) = seen_rx.recv().await {
+        seen_completed.insert(id, run);
+    }
+
     let (_server, base, _) = serve_in(dir.path());
+    // Listening first: no run's completion after the restart goes unseen.
+    let events = client
+        .get(format!("{base}/api/events?flowId={flow}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
     for id in &acknowledged {
-        let response = client
-            .get(format!("{base}/api/flows/{id}"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "acknowledged flow {id} was lost");
+        let (status, _) = call(
+            &client,
+            &base,
+            &token,
+            Method::GET,
+            &format!("/api/flows/{id}"),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200, "acknowledged flow {id} was lost");
+    }
+    // Every run seen completed is as it was; every run acknowledged is there, and the restarted
+    // server finishes those the kill interrupted (their leases expire and they are rescued).
+    let mut unfinished = std::collections::HashSet::new();
+    for (id, _) in &runs {
+        let (status, now) = call(
+            &client,
+            &base,
+            &token,
+            Method::GET,
+            &format!("/api/executions/{id}"),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200, "acknowledged run {id} was lost");
+        if let Some(before) = seen_completed.get(id) {
+            assert_eq!(&now, before, "a run seen completed changed");
+        }
+        if now["status"] != "completed" {
+            unfinished.insert(id.clone());
+        }
+    }
+    let mut body = events.bytes_stream();
+    let mut buffer = String::new();
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while !unfinished.is_empty() {
+            let chunk = futures_util::StreamExt::next(&mut body)
+                .await
+                .unwrap()
+                .unwrap();
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let frame: String = buffer.drain(..end + 2).collect();
+                for line in frame.lines() {
+                    if let Some(data) = line.strip_prefix("data:") {
+                        let event: serde_json::Value = serde_json::from_str(data.trim()).unwrap();
+                        if event["type"] == "execution.status" && event["status"] == "completed" {
+                            unfinished.remove(event["executionId"].as_str().unwrap());
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "{} acknowledged runs never completed after the restart",
+            unfinished.len()
+        )
+    });
+    // Each run's variables are its own, each written once.
+    for (id, run) in &runs {
+        let (_, now) = call(
+            &client,
+            &base,
+            &token,
+            Method::GET,
+            &format!("/api/executions/{id}"),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(now["status"], "completed", "{now}");
+        let mut values: Vec<i64> = now["variables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["value"].as_i64().unwrap())
+            .collect();
+        values.sort();
+        assert_eq!(values, vec![run * 10, run * 10 + 1, run * 10 + 2], "{now}");
+        let steps = now["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 3, "{now}");
+        for step in steps {
+            let completed = step["attempts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a["outcome"] == "completed")
+                .count();
+            assert_eq!(completed, 1, "{step}");
+        }
     }
 }
