@@ -189,6 +189,89 @@ async fn three_workers_run_two_thousand_steps_exactly_once_through_a_sigkill_and
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_worker_processes_start_each_schedule_slot_once() {
+    use flowline_store::flow::{FlowUpdate, PlannedSchedule};
+    let (db, store, w) = pg_workspace().await;
+    let flow = published_flow(
+        &*store,
+        w,
+        "every second",
+        vec![(
+            ActionType::SetVariable,
+            json!({"name": "slot", "type": "string", "value": "{{ trigger.scheduledAt }}"}),
+        )],
+    )
+    .await;
+    // Every second, from the next one; three processes' schedulers race for each slot.
+    let first =
+        chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0) + chrono::Duration::seconds(1);
+    let schedule = PlannedSchedule {
+        schedule: flowline_core::schedule::Schedule {
+            cron: "* * * * * *".into(),
+            timezone: "Europe/Paris".into(),
+        },
+        next_fire_at: Some(first),
+    };
+    store
+        .update_flow(
+            w,
+            &flowline_store::tenancy::Actor::system("test"),
+            flow.id,
+            FlowUpdate {
+                schedule: Some(Some(schedule)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut workers: Vec<Proc> = (0..3).map(|_| worker(db.url())).collect();
+    wait_for(db.url(), "five scheduled runs completed", async |c| {
+        count(
+            c,
+            "SELECT count(*) FROM flow_executions WHERE status = 'completed'",
+        )
+        .await
+            >= 5
+    })
+    .await;
+    for worker in &mut workers {
+        worker.signal("-TERM");
+    }
+    let mut c = PgConnection::connect(db.url()).await.unwrap();
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) - count(DISTINCT trigger->>'scheduledAt') FROM flow_executions"
+        )
+        .await,
+        0,
+        "a slot started more than one run"
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM flow_executions WHERE trigger_kind <> 'schedule' \
+             OR (trigger->>'scheduledAt')::timestamptz < now() - interval '1 hour' \
+             OR date_trunc('second', (trigger->>'scheduledAt')::timestamptz) <> (trigger->>'scheduledAt')::timestamptz"
+        )
+        .await,
+        0,
+        "every run is a schedule's, at a whole second"
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM flow_executions e JOIN action_variables v ON v.flow_execution_id = e.id \
+             WHERE v.value #>> '{}' <> e.trigger->>'scheduledAt'"
+        )
+        .await,
+        0,
+        "each run saw its own slot"
+    );
+    assert!(count(&mut c, "SELECT count(*) FROM action_variables").await >= 5);
+}
+
 /// `flowline serve` on the SQLite default in `dir`.
 fn serve_in(dir: &Path) -> (Proc, String, Option<String>) {
     let mut command = Command::new(BIN);
