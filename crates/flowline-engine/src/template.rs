@@ -313,6 +313,34 @@ mod tests {
     }
 
     #[test]
+    fn rendered_text_and_values_are_capped() {
+        let r = Renderer::new(&json!({"trigger": {
+            "kb": "x".repeat(1024),
+            "big": "y".repeat(MAX_OUTPUT_BYTES + 1),
+        }}));
+        // Text grown past the cap by a loop over small pieces.
+        let grown = r
+            .render_str(
+                "body",
+                "{% for i in range(1100) %}{{ trigger.kb }}{% endfor %}",
+            )
+            .unwrap_err();
+        assert_eq!(grown.location, "body");
+        assert!(grown.message.contains("rendered text is over"), "{grown:?}");
+        // Just under it is fine.
+        let under = r
+            .render_str(
+                "body",
+                "{% for i in range(1000) %}{{ trigger.kb }}{% endfor %}",
+            )
+            .unwrap();
+        assert_eq!(under.as_str().unwrap().len(), 1000 * 1024);
+        // A whole expression whose value is over it.
+        let value = r.render_str("value", "{{ trigger.big }}").unwrap_err();
+        assert!(value.message.contains("value is over"), "{value:?}");
+    }
+
+    #[test]
     fn conditions_are_judged_by_truthiness() {
         let r = renderer();
         assert!(r.condition("{{ trigger.plan == 'pro' }}").unwrap());

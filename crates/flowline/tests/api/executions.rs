@@ -285,7 +285,9 @@ api_test! {
         assert_eq!(run["steps"][0]["attempt"], 1);
         assert_eq!(run["error"]["category"], "validation");
         assert_eq!(run["error"]["retryable"], false);
-        assert!(run["error"]["message"].as_str().unwrap().contains("value"), "{}", run["error"]);
+        let message = run["error"]["message"].as_str().unwrap();
+        assert!(message.contains("`value`") && message.contains("nothing_here"), "{}", run["error"]);
+        assert!(run["error"]["suggestion"].as_str().unwrap().contains("vars"), "{}", run["error"]);
         // A value that cannot be coerced fails the same way.
         let wrong = published(&app, json!({"nodes": [node("a")]}), vec![
             ("a", "set_variable", set("x", "number", json!("{{ trigger.word }}")), json!({})),

@@ -56,6 +56,16 @@ api_test! {
         app.raw(Method::POST, &hook, &[("x-flowline-token", token.as_str()), ("content-type", "application/json")], Some(b"{oops".to_vec()))
             .await
             .problem(400, "malformed_json");
+        // Eight copies of one delivery at once (a sender retrying on a timeout): one run.
+        let burst = [("content-type", "application/json"), ("x-flowline-token", token.as_str()), ("webhook-id", "evt_3")];
+        let copies = futures_util::future::join_all(
+            (0..8).map(|_| app.raw(Method::POST, &hook, &burst, Some(br#"{"email": "di@example.com"}"#.to_vec()))),
+        )
+        .await;
+        let mut statuses: Vec<u16> = copies.iter().map(|r| r.status.as_u16()).collect();
+        statuses.sort();
+        assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 200, 202]);
+        assert!(copies.iter().all(|r| r.body["id"] == copies[0].body["id"]));
         app.engine.drain().await.unwrap();
         let run = app.get(&format!("/api/executions/{}", first["id"].as_str().unwrap()), &app.owner).await.expect(200);
         assert_eq!(run["status"], "completed");
@@ -64,7 +74,7 @@ api_test! {
         let run = app.get(&format!("/api/executions/{}", by_path["id"].as_str().unwrap()), &app.owner).await.expect(200);
         assert_eq!(run["variables"][0]["value"], "cy@example.com");
         let runs = app.get(&format!("/api/flows/{flow}/executions"), &app.owner).await.expect(200);
-        assert_eq!(runs["items"].as_array().unwrap().len(), 3, "three deliveries, three runs");
+        assert_eq!(runs["items"].as_array().unwrap().len(), 4, "four deliveries, four runs");
 
         // A removed token is refused; a rotated one replaces the old.
         let rotated = app.post(&format!("/api/flows/{flow}/webhook"), &app.owner, json!({})).await.expect(201);
