@@ -514,9 +514,13 @@ pub async fn run(args: BenchArgs, config: &crate::config::Config) -> anyhow::Res
         };
         peak_rss = peak_rss.max(workers.peak_rss_mb());
         if progress {
+            let shown = match ended {
+                Some(_) => done,
+                None => finished_about(&*store, workspace, &ids[..measured_runs]).await?,
+            };
             eprint!(
-                "\r{done}/{measured_runs} runs finished, {:.1}s   ",
-                started.elapsed().as_secs_f64()
+                "\r{}",
+                bar(shown, measured_runs, started.elapsed().as_secs_f64())
             );
         }
         match ended {
@@ -770,6 +774,41 @@ async fn failed_runs(
 
 /// How many of the flow's runs finished, and when the last of them did (counted page by page,
 /// newest first).
+/// About how many of `ids` have finished. Runs end about in the order they started, so the
+/// first unfinished one is found by bisection: a dozen reads of one run whatever the backlog,
+/// where counting would read them all. (Only the text output asks; `--json` does not.)
+async fn finished_about(
+    store: &dyn Store,
+    workspace: flowline_core::id::WorkspaceId,
+    ids: &[flowline_core::id::ExecutionId],
+) -> anyhow::Result<usize> {
+    let (mut finished, mut unfinished) = (0, ids.len());
+    while finished < unfinished {
+        let middle = (finished + unfinished) / 2;
+        let run = store.get_execution(workspace, ids[middle]).await?.execution;
+        if run.status.is_finished() {
+            finished = middle + 1;
+        } else {
+            unfinished = middle;
+        }
+    }
+    Ok(finished)
+}
+
+/// A progress bar: `[#########---------] 1200/4000 runs, 0.4s`.
+fn bar(done: usize, total: usize, seconds: f64) -> String {
+    const WIDTH: usize = 30;
+    let filled = (done * WIDTH)
+        .checked_div(total)
+        .unwrap_or(WIDTH)
+        .min(WIDTH);
+    format!(
+        "[{}{}] {done}/{total} runs, {seconds:.1}s   ",
+        "#".repeat(filled),
+        "-".repeat(WIDTH - filled)
+    )
+}
+
 async fn completed_runs(
     store: &dyn Store,
     workspace: flowline_core::id::WorkspaceId,
@@ -796,5 +835,30 @@ async fn completed_runs(
             }
             _ => return Ok((done, last)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bar;
+
+    #[test]
+    fn the_progress_bar_fills_with_the_runs_finished() {
+        assert_eq!(
+            bar(0, 40, 0.0),
+            format!("[{}] 0/40 runs, 0.0s   ", "-".repeat(30))
+        );
+        assert_eq!(
+            bar(20, 40, 1.25),
+            format!("[{}{}] 20/40 runs, 1.2s   ", "#".repeat(15), "-".repeat(15))
+        );
+        assert_eq!(
+            bar(40, 40, 2.0),
+            format!("[{}] 40/40 runs, 2.0s   ", "#".repeat(30))
+        );
+        assert_eq!(
+            bar(0, 0, 0.0),
+            format!("[{}] 0/0 runs, 0.0s   ", "#".repeat(30))
+        );
     }
 }

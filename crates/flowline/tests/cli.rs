@@ -305,6 +305,50 @@ fn bench_prints_its_figures_as_one_json_object() {
 }
 
 #[test]
+fn bench_runs_worker_processes_on_postgresql_and_prints_its_figures_with_a_progress_bar() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = runtime
+        .block_on(ScratchDatabase::create(&pg_admin_url()))
+        .expect("scratch database");
+    let dir = tempfile::tempdir().unwrap();
+    let output = flowline(dir.path(), None)
+        .args([
+            "bench",
+            "--executions",
+            "40",
+            "--steps",
+            "3",
+            "--workers",
+            "2",
+        ])
+        .args(["--database-url", db.url()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("[##############################] 40/40 runs"),
+        "{stderr}"
+    );
+    for line in [
+        "backend            postgresql",
+        "(2 worker processes",
+        "durable flushes/s (write + fdatasync)",
+        "40 runs x 3 steps = 120 steps",
+        "steps/s (",
+        "schedule-to-start  p50 ",
+        "peak RSS           ",
+    ] {
+        assert!(stdout.contains(line), "{line:?} in {stdout}");
+    }
+    drop(db);
+}
+
+#[test]
 fn bench_samples_the_rate_over_the_oldest_runs_of_a_larger_backlog() {
     let dir = tempfile::tempdir().unwrap();
     let output = flowline(dir.path(), None)
