@@ -179,6 +179,17 @@ async fn three_workers_run_two_thousand_steps_exactly_once_through_a_sigkill_and
             >= 1,
         "the killed worker's steps were rescued"
     );
+    // ... and finished by the others: each has a later, completed attempt.
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM action_attempts l JOIN action_executions s ON s.id = l.action_execution_id \
+             WHERE l.outcome = 'worker_lost' AND (s.status <> 'completed' OR s.attempt <= l.attempt)"
+        )
+        .await,
+        0,
+        "every rescued step was finished by a surviving worker"
+    );
     assert_eq!(
         count(
             &mut c,
