@@ -978,7 +978,7 @@ pub(crate) async fn retry_execution(
     .map_err(db_error)?;
     let Some(last) = last.filter(|l| l.status == "failed" || l.status == "timeout") else {
         return Err(StoreError::Conflict(
-            "the execution has no failed step to resume from".into(),
+            "the execution failed between steps (its step limit, or a condition that could not be judged), so it has no failed step to resume from: fix the flow and start a new run".into(),
         ));
     };
     let step = NewStep {

@@ -339,6 +339,9 @@ api_test! {
         assert!(run["error"]["message"].as_str().unwrap().contains("limit of 25 steps"), "{}", run["error"]);
         assert_eq!(run["stepCount"], 25);
         assert_eq!(variable(&run, "n")["value"], 25);
+        // It failed between steps, not in one: there is no step to resume from.
+        let refused = app.post(&format!("/api/executions/{id}/retry"), &app.owner, json!({})).await.problem(409, "conflict");
+        assert!(refused["detail"].as_str().unwrap().contains("start a new run"), "{refused}");
     }
 }
 
