@@ -313,9 +313,9 @@ pub(crate) async fn enter_engine_scope(_tx: &mut Tx<'_>) -> StoreResult<()> {
 /// turn (round-robin by rank) so a busy workspace cannot starve a quiet one. The workspaces with
 /// pending steps are walked through the `(queue, workspace_id, run_at)` index one seek each, and
 /// only their few oldest due steps are ranked: the cost follows the number of workspaces, not
-/// the size of the backlog. Each workspace offers twice its fair share of the batch, and at
-/// least `per_workspace_limit` steps, so one busy workspace alone still fills a whole batch, and
-/// so does one beside a few quiet ones.
+/// the size of the backlog. A workspace alone offers the whole batch; beside others, each offers
+/// twice its fair share of it, and at least `per_workspace_limit` steps, so a busy workspace
+/// beside a few quiet ones still fills the batch.
 pub(crate) async fn claim(conn: &mut Conn, params: &ClaimParams) -> StoreResult<Vec<ClaimedStep>> {
     let at = now();
     let expires =
@@ -333,7 +333,8 @@ pub(crate) async fn claim(conn: &mut Conn, params: &ClaimParams) -> StoreResult<
                          ORDER BY workspace_id LIMIT 1) \
                  FROM workspaces WHERE workspaces.ws IS NOT NULL), \
              share(n) AS ( \
-                 SELECT MAX($6, ($7 * 2 + MAX(COUNT(*), 1) - 1) / MAX(COUNT(*), 1)) FROM workspaces WHERE ws IS NOT NULL), \
+                 SELECT MAX($6, CASE WHEN COUNT(*) <= 1 THEN $7 ELSE ($7 * 2 + COUNT(*) - 1) / COUNT(*) END) \
+                 FROM workspaces WHERE ws IS NOT NULL), \
              oldest AS ( \
                  SELECT a.id, a.workspace_id, a.run_at FROM workspaces w JOIN action_executions a \
                  ON a.id IN (SELECT b.id FROM action_executions b WHERE b.status = 'pending' AND b.queue = $5 \
