@@ -12,7 +12,7 @@ use sqlx::{Connection, PgConnection};
 
 mod common;
 
-use common::{BIN, Proc, count, pg_workspace, published_flow, serve, wait_for, worker};
+use common::{BIN, Events, Proc, count, pg_workspace, published_flow, serve, wait_for, worker};
 
 /// Running steps whose lease owner matches `holder` (a `LIKE` pattern).
 async fn held_by(conn: &mut PgConnection, holder: &str) -> i64 {
@@ -464,14 +464,8 @@ async fn sqlite_loses_nothing_it_acknowledged_when_killed_mid_write() {
     }
 
     let (_server, base, _) = serve_in(dir.path());
-    // Listening first: no run's completion after the restart goes unseen.
-    let events = client
-        .get(format!("{base}/api/events?flowId={flow}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(events.status(), 200);
+    // Listening first: no run's end after the restart goes unseen.
+    let mut events = Events::open(&base, &token, &format!("&flowId={flow}")).await;
     for id in &acknowledged {
         let (status, _) = call(
             &client,
@@ -507,35 +501,12 @@ async fn sqlite_loses_nothing_it_acknowledged_when_killed_mid_write() {
             unfinished.insert(id.clone());
         }
     }
-    let mut body = events.bytes_stream();
-    let mut buffer = String::new();
-    tokio::time::timeout(std::time::Duration::from_secs(60), async {
-        while !unfinished.is_empty() {
-            let chunk = futures_util::StreamExt::next(&mut body)
-                .await
-                .unwrap()
-                .unwrap();
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buffer.find("\n\n") {
-                let frame: String = buffer.drain(..end + 2).collect();
-                for line in frame.lines() {
-                    if let Some(data) = line.strip_prefix("data:") {
-                        let event: serde_json::Value = serde_json::from_str(data.trim()).unwrap();
-                        if event["type"] == "execution.status" && event["status"] == "completed" {
-                            unfinished.remove(event["executionId"].as_str().unwrap());
-                        }
-                    }
-                }
-            }
-        }
-    })
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        events.until_ended(unfinished),
+    )
     .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "{} acknowledged runs never completed after the restart",
-            unfinished.len()
-        )
-    });
+    .expect("every acknowledged run ended after the restart");
     // Each run's variables are its own, each written once.
     for (id, run) in &runs {
         let (_, now) = call(

@@ -249,3 +249,65 @@ macro_rules! attempts {
 pub async fn count(conn: &mut sqlx::PgConnection, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
 }
+
+/// A server's live events (`GET /api/events`), read one at a time.
+pub struct Events {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl Events {
+    /// The events of `token`'s workspace from now on (`query`: `&flowId=…` and the like).
+    pub async fn open(base: &str, token: &str, query: &str) -> Self {
+        let response = reqwest::Client::new()
+            .get(format!("{base}/api/events?heartbeatMs=1000{query}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the event stream");
+        assert_eq!(response.status(), 200);
+        Self {
+            body: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event's JSON (heartbeats are skipped).
+    pub async fn next(&mut self) -> serde_json::Value {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                let data: String = frame
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("data:"))
+                    .map(str::trim)
+                    .collect();
+                if !data.is_empty() {
+                    return serde_json::from_str(&data).expect("an event's JSON");
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(
+                Duration::from_secs(60),
+                futures_util::StreamExt::next(&mut self.body),
+            )
+            .await
+            .expect("a frame (an event or a heartbeat) within 60 s")
+            .expect("the stream goes on")
+            .expect("a chunk");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Reads events until every run of `runs` has ended (`completed` or `failed`).
+    pub async fn until_ended(&mut self, mut runs: std::collections::HashSet<String>) {
+        while !runs.is_empty() {
+            let event = self.next().await;
+            if event["type"] == "execution.status"
+                && (event["status"] == "completed" || event["status"] == "failed")
+            {
+                runs.remove(event["executionId"].as_str().unwrap_or_default());
+            }
+        }
+    }
+}
