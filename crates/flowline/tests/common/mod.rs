@@ -118,15 +118,16 @@ pub fn serve(mut command: Command) -> (Proc, String, Option<String>) {
 }
 
 /// A `flowline worker` on the PostgreSQL database at `url`, with short leases, and few enough
-/// basic steps in flight (64) that the tests' few hundred runs are shared by all the workers
-/// instead of all taken by the first to claim.
+/// basic steps in flight (16) that the tests' few hundred runs are shared by all the workers
+/// instead of all taken by the first to claim, and stay queued while the workers run: each
+/// worker holds steps from its start to near the end, so a test can catch one holding some.
 pub fn worker(url: &str) -> Proc {
     let mut command = Command::new(BIN);
     command
         .arg("worker")
         .env("DATABASE_URL", url)
         .env("FLOWLINE_LEASE_MS", "1500")
-        .env("FLOWLINE_CONCURRENCY_BASIC", "64")
+        .env("FLOWLINE_CONCURRENCY_BASIC", "16")
         .env("FLOWLINE_LOG", "warn")
         .env_remove("FLOWLINE_DATA_DIR");
     Proc::spawn(command, "Flowline worker").0
