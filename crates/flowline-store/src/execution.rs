@@ -145,7 +145,7 @@ pub struct Step {
     pub max_attempts: i32,
     /// When it is (or was) due.
     pub run_at: DateTime<Utc>,
-    /// The config as rendered, secrets masked.
+    /// The config as rendered, secrets masked, by its latest attempt (failed ones too).
     pub input: Option<serde_json::Value>,
     /// What it produced.
     pub output: Option<serde_json::Value>,
@@ -439,7 +439,8 @@ impl WorkSignal {
         self.0[Self::lane(queue)]
     }
 
-    /// Records work for `queue`, or for every queue when which one is not known.
+    /// Records work for `queue`, or, when what happened is not known (a wake-up that may have
+    /// been missed), for every queue and a cancel.
     pub fn bump(&mut self, queue: Option<flowline_core::status::Queue>) {
         match queue {
             Some(queue) => {
