@@ -378,9 +378,9 @@ pub(crate) async fn relay_wakeups(store: &PgStore, mut shutdown: watch::Receiver
             }
         }
     };
-    // Other processes' work signalled before this one listened went unheard: its workers look
-    // once.
-    store.work.send_modify(|signal| signal.bump(None));
+    // Other processes' work and cancels signalled before this one listened went unheard: its
+    // workers look once.
+    store.work.send_modify(WorkSignal::bump_all);
     let mut pending = *outbox.borrow_and_update() != told;
     loop {
         if pending {
@@ -431,7 +431,7 @@ pub(crate) async fn relay_wakeups(store: &PgStore, mut shutdown: watch::Receiver
                 }),
                 // The connection dropped; try_recv reconnects on the next call. Wake workers in
                 // case a signal was lost meanwhile.
-                Ok(None) => store.work.send_modify(|signal| signal.bump(None)),
+                Ok(None) => store.work.send_modify(WorkSignal::bump_all),
                 Err(error) => {
                     tracing::warn!(%error, "listening for work failed; retrying");
                     tokio::select! {

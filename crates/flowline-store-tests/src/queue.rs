@@ -781,6 +781,17 @@ pub async fn a_next_step_is_handed_on_claimed_within_its_queue(store: &dyn Store
             .unwrap()
             .is_empty()
     );
+    // A heartbeat about the step that ended (its worker has not yet taken the handed-on step
+    // into its count of steps in flight) does not stop the worker: the step ended by its own
+    // report, and the worker goes on with the run.
+    assert!(
+        store
+            .heartbeat_steps(&[(first.id, first.lease_token)], lease)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a step ended by its own report is not lost"
+    );
     let second = as_claimed(&first, next_step);
     assert_eq!(
         store

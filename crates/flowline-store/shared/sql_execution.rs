@@ -1482,7 +1482,7 @@ pub(crate) async fn heartbeat(
         .fetch_optional(&mut **tx)
         .await
         .map_err(db_error)?;
-        let cancelled = match execution {
+        let stop = match execution {
             Some(execution) => {
                 let status: Option<String> =
                     sqlx::query_scalar("SELECT status FROM flow_executions WHERE id = $1")
@@ -1492,9 +1492,25 @@ pub(crate) async fn heartbeat(
                         .map_err(db_error)?;
                 status.as_deref() == Some("cancelled")
             }
-            None => true,
+            // Not running under this token: taken by another worker or returned to the queue
+            // (stop), or ended. A step that ended was ended by its own worker's report (the
+            // worker may be going on with the run's next step, handed to it in that report,
+            // before its map of steps in flight says so) or after a rescue; either way the
+            // worker's report, not the heartbeat, settles it.
+            None => {
+                let status: Option<String> =
+                    sqlx::query_scalar("SELECT status FROM action_executions WHERE id = $1")
+                        .bind(step.0)
+                        .fetch_optional(&mut **tx)
+                        .await
+                        .map_err(db_error)?;
+                !matches!(
+                    status.as_deref(),
+                    Some("completed" | "failed" | "timeout" | "cancelled")
+                )
+            }
         };
-        if cancelled {
+        if stop {
             lost.push(*step);
         }
     }

@@ -439,8 +439,7 @@ impl WorkSignal {
         self.0[Self::lane(queue)]
     }
 
-    /// Records work for `queue`, or, when what happened is not known (a wake-up that may have
-    /// been missed), for every queue and a cancel.
+    /// Records work for `queue`, or for every queue when which one is not known.
     pub fn bump(&mut self, queue: Option<flowline_core::status::Queue>) {
         match queue {
             Some(queue) => {
@@ -448,11 +447,18 @@ impl WorkSignal {
                 self.0[lane] = self.0[lane].wrapping_add(1);
             }
             None => {
-                for counter in &mut self.0 {
+                for counter in &mut self.0[..3] {
                     *counter = counter.wrapping_add(1);
                 }
             }
         }
+    }
+
+    /// Records that anything may have happened (wake-ups were missed): work for every queue,
+    /// and a cancel.
+    pub fn bump_all(&mut self) {
+        self.bump(None);
+        self.bump_cancels();
     }
 
     /// The queues whose counters differ from `earlier`'s.
