@@ -51,6 +51,7 @@ macro_rules! conformance_suite {
             step_ends_reported_at_once_each_take_effect,
             runs_start_in_bulk_all_or_none,
             heartbeats_report_lost_leases_and_cancelled_runs,
+            a_heartbeat_over_many_steps_renews_the_held_and_reports_the_taken,
             a_retry_later_waits_for_its_time,
             a_lost_step_of_a_cancelled_run_is_not_requeued,
         );

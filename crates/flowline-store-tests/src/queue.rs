@@ -460,6 +460,62 @@ pub async fn a_lone_workspace_fills_the_batch(store: &dyn Store) {
     assert_eq!(third.len(), 20);
 }
 
+/// One heartbeat over several steps renews those still held, and reports only those whose work
+/// must stop: taken by another worker, or unknown; not one its own report ended.
+pub async fn a_heartbeat_over_many_steps_renews_the_held_and_reports_the_taken(store: &dyn Store) {
+    let (w, flow) = published(store, "beat").await;
+    for _ in 0..3 {
+        run(store, w, &flow, 3).await;
+    }
+    // Three steps claimed with leases already over.
+    let claimed = store.claim_steps(&claim(10, Duration::ZERO)).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let (held, ended, taken) = (&claimed[0], &claimed[1], &claimed[2]);
+    let lease = Duration::from_secs(30);
+    assert!(
+        store
+            .heartbeat_steps(&[(held.id, held.lease_token)], lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .finish_step(done(ended, ended.lease_token, completed(Next::Complete)))
+            .await
+            .unwrap(),
+        FinishOutcome::Applied
+    );
+    // Only the step neither renewed nor ended is rescued, and another worker claims it.
+    assert_eq!(store.rescue_expired(100).await.unwrap(), 1);
+    let again = store.claim_steps(&claim(10, lease)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, taken.id);
+    let unknown = flowline_core::id::StepId::new();
+    let lost = store
+        .heartbeat_steps(
+            &[
+                (held.id, held.lease_token),
+                (ended.id, ended.lease_token),
+                (taken.id, taken.lease_token),
+                (unknown, Uuid::now_v7()),
+            ],
+            lease,
+        )
+        .await
+        .unwrap();
+    assert_eq!(lost, vec![taken.id, unknown]);
+    // The held step's lease was renewed: nothing is left to rescue, and its holder ends it.
+    assert_eq!(store.rescue_expired(100).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .finish_step(done(held, held.lease_token, completed(Next::Complete)))
+            .await
+            .unwrap(),
+        FinishOutcome::Applied
+    );
+}
+
 /// Heartbeats extend live leases and report the lost and the cancelled.
 pub async fn heartbeats_report_lost_leases_and_cancelled_runs(store: &dyn Store) {
     let (w, flow) = published(store, "acme").await;

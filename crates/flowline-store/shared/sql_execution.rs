@@ -1459,7 +1459,8 @@ pub(crate) async fn rescue_expired(tx: &mut Tx<'_>, limit: u32) -> StoreResult<u
     Ok(expired.len() as u64)
 }
 
-/// Extends held leases; returns the steps no longer held or whose run was cancelled.
+/// Extends held leases; returns the steps taken by another worker, returned to the queue, or of
+/// a cancelled run.
 pub(crate) async fn heartbeat(
     tx: &mut Tx<'_>,
     held: &[(StepId, Uuid)],
@@ -1467,52 +1468,61 @@ pub(crate) async fn heartbeat(
 ) -> StoreResult<Vec<StepId>> {
     let at = db_now(tx).await?;
     let expires = at + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
-    let mut lost = Vec::new();
-    // In step id order, the order batched step ends lock rows in, so the two cannot deadlock.
-    let mut held = held.to_vec();
-    held.sort();
-    for (step, token) in &held {
-        let execution: Option<Uuid> = sqlx::query_scalar(
-            "UPDATE action_executions SET lease_expires_at = $1 WHERE id = $2 AND status = 'running' AND lease_token = $3 \
-             RETURNING flow_execution_id",
-        )
-        .bind(expires)
-        .bind(step.0)
-        .bind(token)
-        .fetch_optional(&mut **tx)
+    // Two statements whatever the number of steps held: their rows read (and on PostgreSQL
+    // locked in step id order, the order batched step ends and cancels lock them in, so none of
+    // them can deadlock another), then the leases still held renewed together.
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: Uuid,
+        lease_token: Option<Uuid>,
+        status: String,
+        run_status: String,
+    }
+    let ids: Vec<Uuid> = held.iter().map(|(step, _)| step.0).collect();
+    let mut query = QueryBuilder::<Db>::new(
+        "SELECT s.id, s.lease_token, s.status, e.status AS run_status \
+         FROM action_executions s JOIN flow_executions e ON e.id = s.flow_execution_id \
+         WHERE s.id IN (",
+    );
+    push_ids(&mut query, &ids);
+    query.push(" ORDER BY s.id ");
+    query.push(FOR_UPDATE);
+    let rows: HashMap<Uuid, Row> = query
+        .build_query_as::<Row>()
+        .fetch_all(&mut **tx)
         .await
-        .map_err(db_error)?;
-        let stop = match execution {
-            Some(execution) => {
-                let status: Option<String> =
-                    sqlx::query_scalar("SELECT status FROM flow_executions WHERE id = $1")
-                        .bind(execution)
-                        .fetch_optional(&mut **tx)
-                        .await
-                        .map_err(db_error)?;
-                status.as_deref() == Some("cancelled")
+        .map_err(db_error)?
+        .into_iter()
+        .map(|row| (row.id, row))
+        .collect();
+    let mut renewed = Vec::new();
+    let mut lost = Vec::new();
+    for (step, token) in held {
+        match rows.get(&step.0) {
+            Some(row) if row.status == "running" && row.lease_token == Some(*token) => {
+                renewed.push(step.0);
+                if row.run_status == "cancelled" {
+                    lost.push(*step);
+                }
             }
-            // Not running under this token: taken by another worker or returned to the queue
-            // (stop), or ended. A step that ended was ended by its own worker's report (the
-            // worker may be going on with the run's next step, handed to it in that report,
-            // before its map of steps in flight says so) or after a rescue; either way the
-            // worker's report, not the heartbeat, settles it.
-            None => {
-                let status: Option<String> =
-                    sqlx::query_scalar("SELECT status FROM action_executions WHERE id = $1")
-                        .bind(step.0)
-                        .fetch_optional(&mut **tx)
-                        .await
-                        .map_err(db_error)?;
-                !matches!(
-                    status.as_deref(),
-                    Some("completed" | "failed" | "timeout" | "cancelled")
-                )
-            }
-        };
-        if stop {
-            lost.push(*step);
+            // Ended: by its own worker's report (the worker may be going on with the run's next
+            // step, handed to it in that report, before its map of steps in flight says so) or
+            // after a rescue; either way the worker's report, not the heartbeat, settles it.
+            Some(row)
+                if matches!(
+                    row.status.as_str(),
+                    "completed" | "failed" | "timeout" | "cancelled"
+                ) => {}
+            // Taken by another worker, returned to the queue, or gone: stop.
+            _ => lost.push(*step),
         }
+    }
+    if !renewed.is_empty() {
+        let mut query = QueryBuilder::<Db>::new("UPDATE action_executions SET lease_expires_at = ");
+        query.push_bind(expires);
+        query.push(" WHERE id IN (");
+        push_ids(&mut query, &renewed);
+        query.build().execute(&mut **tx).await.map_err(db_error)?;
     }
     Ok(lost)
 }

@@ -357,8 +357,9 @@ pub trait Store:
     /// Claims due steps of a queue, fairly across workspaces, each with a lease.
     async fn claim_steps(&self, params: &ClaimParams) -> StoreResult<Vec<ClaimedStep>>;
 
-    /// Extends the leases of steps still held; returns the ids no longer held (lease lost, or
-    /// run cancelled), whose work should stop.
+    /// Extends the leases of steps still held; returns the ids whose work should stop: taken by
+    /// another worker, returned to the queue, or of a cancelled run. A step that has ended is
+    /// not among them (its worker's own report settles it).
     async fn heartbeat_steps(
         &self,
         held: &[(StepId, uuid::Uuid)],
