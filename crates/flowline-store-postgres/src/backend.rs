@@ -49,6 +49,10 @@ pub(crate) const MANY_STATEMENTS_PER_TEXT: bool = false;
 
 pub(crate) const FOR_UPDATE: &str = "FOR UPDATE";
 
+/// Locks the step rows `s` of a read, and only them, as an update of them would (not their
+/// keys, so inserts referring to them do not wait).
+pub(crate) const LOCK_STEPS: &str = "FOR NO KEY UPDATE OF s";
+
 /// The role the server works as.
 pub const APP_ROLE: &str = "flowline_app";
 

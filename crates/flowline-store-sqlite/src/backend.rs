@@ -58,6 +58,9 @@ pub(crate) const MANY_STATEMENTS_PER_TEXT: bool = true;
 
 pub(crate) const FOR_UPDATE: &str = "";
 
+/// Nothing to lock: SQLite's writes take the database's one write lock.
+pub(crate) const LOCK_STEPS: &str = "";
+
 /// The write-ahead log's size, in pages, at which the writer checkpoints within its own commit:
 /// a backstop only, for when the background checkpoints (`writer::checkpoint`) fall behind.
 const WRITER_AUTOCHECKPOINT: u32 = 10_000;

@@ -20,7 +20,7 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, QueryBuilder};
 use uuid::Uuid;
 
-use crate::backend::{Db, FOR_UPDATE, MANY_STATEMENTS_PER_TEXT, db_now};
+use crate::backend::{Db, FOR_UPDATE, LOCK_STEPS, MANY_STATEMENTS_PER_TEXT, db_now};
 use crate::sql_store::{
     Conn, Tx, audit, corrupt, db_error, entry, fetch_flow, now, page_of, snapshot, sort_actions,
 };
@@ -1468,9 +1468,12 @@ pub(crate) async fn heartbeat(
 ) -> StoreResult<Vec<StepId>> {
     let at = db_now(tx).await?;
     let expires = at + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
-    // Two statements whatever the number of steps held: their rows read (and on PostgreSQL
-    // locked in step id order, the order batched step ends and cancels lock them in, so none of
-    // them can deadlock another), then the leases still held renewed together.
+    // Two statements whatever the number of steps held: their rows read, then the leases still
+    // held renewed together. On PostgreSQL the read locks the step rows alone, in step id order
+    // (the order batched step ends lock them in) and as an update would. Not their runs: a step
+    // that ended may still be listed while its run's next step ends in a batch, and locking its
+    // run beside it would take the run out of that order (a deadlock with the batch).
+
     #[derive(sqlx::FromRow)]
     struct Row {
         id: Uuid,
@@ -1486,7 +1489,7 @@ pub(crate) async fn heartbeat(
     );
     push_ids(&mut query, &ids);
     query.push(" ORDER BY s.id ");
-    query.push(FOR_UPDATE);
+    query.push(LOCK_STEPS);
     let rows: HashMap<Uuid, Row> = query
         .build_query_as::<Row>()
         .fetch_all(&mut **tx)
