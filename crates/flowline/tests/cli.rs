@@ -42,6 +42,18 @@ fn get(base: &str, path: &str, token: &str) -> (u16, Value) {
     })
 }
 
+/// A fresh PostgreSQL database, and the runtime it was made on (kept while it is used).
+fn scratch_database() -> (tokio::runtime::Runtime, ScratchDatabase) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = runtime
+        .block_on(ScratchDatabase::create(&pg_admin_url()))
+        .expect("scratch database");
+    (runtime, db)
+}
+
 fn json_line(output: &Output) -> Value {
     assert!(
         output.status.success(),
@@ -186,13 +198,7 @@ fn the_data_dir_is_configurable() {
 
 #[test]
 fn serve_on_postgresql_then_admin_commands_beside_it() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let db = runtime
-        .block_on(ScratchDatabase::create(&pg_admin_url()))
-        .expect("scratch database");
+    let (_runtime, db) = scratch_database();
     let dir = tempfile::tempdir().unwrap();
     serve_creates_a_workspace_and_admin_commands_work_beside_it(dir.path(), Some(db.url()));
     assert!(
@@ -306,13 +312,7 @@ fn bench_prints_its_figures_as_one_json_object() {
 
 #[test]
 fn bench_runs_worker_processes_on_postgresql_and_prints_its_figures_with_a_progress_bar() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let db = runtime
-        .block_on(ScratchDatabase::create(&pg_admin_url()))
-        .expect("scratch database");
+    let (_runtime, db) = scratch_database();
     let dir = tempfile::tempdir().unwrap();
     let output = flowline(dir.path(), None)
         .args([

@@ -464,35 +464,22 @@ async fn sqlite_loses_nothing_it_acknowledged_when_killed_mid_write() {
     }
 
     let (_server, base, _) = serve_in(dir.path());
+    let get = async |path: String| {
+        call(&client, &base, &token, Method::GET, &path, None)
+            .await
+            .expect("the restarted server answers")
+    };
     // Listening first: no run's end after the restart goes unseen.
     let mut events = Events::open(&base, &token, &format!("&flowId={flow}")).await;
     for id in &acknowledged {
-        let (status, _) = call(
-            &client,
-            &base,
-            &token,
-            Method::GET,
-            &format!("/api/flows/{id}"),
-            None,
-        )
-        .await
-        .unwrap();
+        let (status, _) = get(format!("/api/flows/{id}")).await;
         assert_eq!(status, 200, "acknowledged flow {id} was lost");
     }
     // Every run seen completed is as it was; every run acknowledged is there, and the restarted
     // server finishes those the kill interrupted (their leases expire and they are rescued).
     let mut unfinished = std::collections::HashSet::new();
     for (id, _) in &runs {
-        let (status, now) = call(
-            &client,
-            &base,
-            &token,
-            Method::GET,
-            &format!("/api/executions/{id}"),
-            None,
-        )
-        .await
-        .unwrap();
+        let (status, now) = get(format!("/api/executions/{id}")).await;
         assert_eq!(status, 200, "acknowledged run {id} was lost");
         if let Some(before) = seen_completed.get(id) {
             assert_eq!(&now, before, "a run seen completed changed");
@@ -509,16 +496,7 @@ async fn sqlite_loses_nothing_it_acknowledged_when_killed_mid_write() {
     .expect("every acknowledged run ended after the restart");
     // Each run's variables are its own, each written once.
     for (id, run) in &runs {
-        let (_, now) = call(
-            &client,
-            &base,
-            &token,
-            Method::GET,
-            &format!("/api/executions/{id}"),
-            None,
-        )
-        .await
-        .unwrap();
+        let (_, now) = get(format!("/api/executions/{id}")).await;
         assert_eq!(now["status"], "completed", "{now}");
         let mut values: Vec<i64> = now["variables"]
             .as_array()

@@ -396,23 +396,34 @@ api_test! {
     }
 }
 
+/// A store for workers as another process would have it: on PostgreSQL a pool of its own, told
+/// of this process's work and cancels by NOTIFY through this process's relay (until `stopped`);
+/// on SQLite, where one process owns the file, the app's own store and signal.
+async fn as_another_process(
+    app: &TestApp,
+    stopped: &tokio::sync::watch::Receiver<bool>,
+) -> std::sync::Arc<dyn flowline_store::Store> {
+    match &app.pg_url {
+        Some(url) => {
+            let relay = app.store.clone();
+            let stopped = stopped.clone();
+            tokio::spawn(async move { relay.relay_wakeups(stopped).await });
+            let settings = flowline_store_postgres::PgSettings::new(url.clone());
+            std::sync::Arc::new(
+                flowline_store_postgres::PgStore::connect(&settings)
+                    .await
+                    .unwrap(),
+            )
+        }
+        None => app.store.clone(),
+    }
+}
+
 api_test! {
     async fn wake_ups_start_new_steps_and_due_retries_without_the_slow_poll(app: TestApp) {
         // Workers whose safety-net poll is an hour away: only wake-ups can start their steps.
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let store: std::sync::Arc<dyn flowline_store::Store> = match &app.pg_url {
-            // On PostgreSQL, over a pool of their own as in another process: this process tells
-            // them of its work by NOTIFY, through its relay.
-            Some(url) => {
-                let relay = app.store.clone();
-                let stopped = stopped.clone();
-                tokio::spawn(async move { relay.relay_wakeups(stopped).await });
-                let settings = flowline_store_postgres::PgSettings::new(url.clone());
-                std::sync::Arc::new(flowline_store_postgres::PgStore::connect(&settings).await.unwrap())
-            }
-            // On SQLite, the process's own signal.
-            None => app.store.clone(),
-        };
+        let store = as_another_process(&app, &stopped).await;
         let engine = flowline_engine::Engine::new(
             store,
             flowline_engine::EngineConfig { poll_interval: Duration::from_secs(3600), ..app.config.clone() },
@@ -533,18 +544,9 @@ api_test! {
             let _ = reached.send(()).await;
         });
         // Workers whose heartbeat comes every twenty minutes (a lease of an hour); on PostgreSQL
-        // over a pool of their own, as in another process, told of the cancel by NOTIFY.
+        // told of the cancel by NOTIFY.
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let store: std::sync::Arc<dyn flowline_store::Store> = match &app.pg_url {
-            Some(url) => {
-                let relay = app.store.clone();
-                let stopped = stopped.clone();
-                tokio::spawn(async move { relay.relay_wakeups(stopped).await });
-                let settings = flowline_store_postgres::PgSettings::new(url.clone());
-                std::sync::Arc::new(flowline_store_postgres::PgStore::connect(&settings).await.unwrap())
-            }
-            None => app.store.clone(),
-        };
+        let store = as_another_process(&app, &stopped).await;
         let engine = flowline_engine::Engine::new(
             store,
             flowline_engine::EngineConfig { lease: Duration::from_secs(3600), ..app.config.clone() },
