@@ -163,3 +163,16 @@ string_enum! {
         Event = "event",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Queue;
+
+    #[test]
+    fn a_queue_is_indexed_by_its_place_among_all_three() {
+        assert_eq!(Queue::ALL.len(), 3);
+        for (i, queue) in Queue::ALL.iter().enumerate() {
+            assert_eq!(queue.index(), i);
+        }
+    }
+}

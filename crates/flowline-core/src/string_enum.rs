@@ -1,7 +1,7 @@
 //! `string_enum!`: a closed set of snake_case names, stored as text behind a CHECK constraint.
 
 /// Declares an enum whose variants have stable snake_case names used on the wire and in the
-/// database, with `as_str`, `ALL`, `Display` and `FromStr`.
+/// database, with `as_str`, `ALL`, `index`, `Display` and `FromStr`.
 macro_rules! string_enum {
     (
         $(#[$doc:meta])*
@@ -18,6 +18,11 @@ macro_rules! string_enum {
         impl $name {
             /// Every variant, in declaration order.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// Its position in [`Self::ALL`].
+            pub fn index(self) -> usize {
+                self as usize
+            }
 
             /// The stored and wire name.
             pub fn as_str(self) -> &'static str {

@@ -228,11 +228,7 @@ impl Engine {
 
     /// What wakes `queue`'s claiming loop when a step put off by this process comes due.
     pub(crate) fn due(&self, queue: Queue) -> &Arc<tokio::sync::Notify> {
-        &self.due[match queue {
-            Queue::Basic => 0,
-            Queue::Advanced => 1,
-            Queue::Integration => 2,
-        }]
+        &self.due[queue.index()]
     }
 
     /// Wakes `queue`'s claiming loop at `at`, when a step this process put off comes due: a

@@ -425,25 +425,16 @@ pub enum FinishOutcome {
 pub struct WorkSignal([u64; 4]);
 
 impl WorkSignal {
-    fn lane(queue: flowline_core::status::Queue) -> usize {
-        use flowline_core::status::Queue;
-        match queue {
-            Queue::Basic => 0,
-            Queue::Advanced => 1,
-            Queue::Integration => 2,
-        }
-    }
-
     /// The counter of `queue`.
     pub fn of(&self, queue: flowline_core::status::Queue) -> u64 {
-        self.0[Self::lane(queue)]
+        self.0[queue.index()]
     }
 
     /// Records work for `queue`, or for every queue when which one is not known.
     pub fn bump(&mut self, queue: Option<flowline_core::status::Queue>) {
         match queue {
             Some(queue) => {
-                let lane = Self::lane(queue);
+                let lane = queue.index();
                 self.0[lane] = self.0[lane].wrapping_add(1);
             }
             None => {
